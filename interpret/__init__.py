@@ -1,0 +1,1 @@
+"""CNN Lens core: pure-Python computations over a ModelHandle, returning numpy arrays, dataclasses or figures."""

@@ -1,0 +1,232 @@
+"""Session state shared by all pages: the chosen model and the chosen image, set in the sidebar.
+
+Models are loaded once per process (``st.cache_resource``) and shared read-only; the user's own weights live in
+their session only. The image is kept as a decoded RGB PIL image plus a content hash used as cache key.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+import streamlit as st
+from PIL import Image
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+from models import DEFAULT_MODEL, ModelHandle, ModelUnavailable, list_models, load_model
+from models.checkpoints import ARCHITECTURES, CheckpointError, load_user_model
+from models.images import MAX_BYTES, ImageError, decode_image_info, image_bytes, sample_images
+
+log = logging.getLogger("cnn_lens")
+
+IMAGE_UPLOAD_MB = MAX_BYTES // 2**20
+WEIGHTS_UPLOAD_MB = 600
+LABELS_UPLOAD_MB = 1
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=6)
+def cached_model(key: str) -> ModelHandle:
+    """One handle per model and process, shared by every session (never mutated)."""
+    return load_model(key)
+
+
+@st.cache_resource(show_spinner=False)
+def cached_samples() -> dict[str, Image.Image]:
+    samples = dict(sample_images())
+    try:
+        from models import classroom
+
+        samples.update(classroom.sample_images())
+    except Exception:  # noqa: BLE001 - classroom samples are optional
+        log.exception("classroom samples unavailable")
+    return samples
+
+
+@st.cache_data(show_spinner=False, max_entries=1)
+def cached_entries() -> list:
+    return list_models()
+
+
+_run = threading.local()
+
+
+def _this_run() -> object | None:
+    """An object that is new for every script run (Streamlit resets ``ctx.cursors`` to a fresh dict)."""
+    ctx = get_script_run_ctx()
+    return None if ctx is None else ctx.cursors
+
+
+def _ensure_shell() -> None:
+    """Draw the sidebar when a page runs without app.py.
+
+    Streamlit still honours the legacy ``pages/`` folder convention when a session's first request names a
+    page URL before any run called ``st.navigation`` (and AppTest does so on every rerun); such a run executes
+    the page file alone. Drawing the sidebar here keeps model and image choice available then too.
+    """
+    marker = _this_run()
+    if marker is not None and getattr(_run, "marker", None) is not marker:
+        sidebar()
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _init() -> None:
+    ss = st.session_state
+    ss.setdefault("model_key", DEFAULT_MODEL)
+    ss.setdefault("user_models", {})
+    if "image" not in ss:
+        _set_sample("coffee")
+
+
+def _set_sample(name: str) -> None:
+    samples = cached_samples()
+    if name not in samples:
+        name = next(iter(samples))
+    img = samples[name]
+    st.session_state["image"] = img
+    st.session_state["image_name"] = name
+    st.session_state["image_id"] = "sample:" + name
+    st.session_state["image_notes"] = ()
+
+
+def current_handle() -> ModelHandle:
+    """The handle of the chosen model (the default one if the choice cannot be loaded)."""
+    _ensure_shell()
+    _init()
+    key = st.session_state["model_key"]
+    user = st.session_state["user_models"]
+    if key in user:
+        return user[key]
+    try:
+        return cached_model(key)
+    except (ModelUnavailable, CheckpointError) as e:
+        st.session_state["model_key"] = DEFAULT_MODEL
+        st.warning(f"{e}\n\nUsing the default model instead.")
+        return cached_model(DEFAULT_MODEL)
+
+
+def current_image() -> Image.Image:
+    _ensure_shell()
+    _init()
+    return st.session_state["image"]
+
+
+def image_id() -> str:
+    """A content key of the current image, for caches."""
+    _init()
+    return st.session_state["image_id"]
+
+
+def image_name() -> str:
+    _init()
+    return st.session_state["image_name"]
+
+
+def model_id(handle: ModelHandle) -> str:
+    return handle.key
+
+
+def sidebar() -> None:
+    """Model and image choice; every failure ends in a message, never in a lost session."""
+    _run.marker = _this_run()
+    _init()
+    ss = st.session_state
+    with st.sidebar:
+        st.header("Model")
+        entries = cached_entries()
+        by_key = {e.key: e for e in entries}
+        keys = [e.key for e in entries] + list(ss["user_models"])
+        if ss["model_key"] not in keys:
+            ss["model_key"] = DEFAULT_MODEL
+
+        def label(k: str) -> str:
+            if k in ss["user_models"]:
+                return ss["user_models"][k].name
+            e = by_key[k]
+            return e.name if e.available else f"{e.name} — weights missing"
+
+        labels = [label(k) for k in keys]
+        # Options are the display strings (AppTest and the browser agree on them); map back to keys.
+        chosen = st.selectbox("Network", labels, index=keys.index(ss["model_key"]), key="model_select")
+        choice = keys[labels.index(chosen)] if chosen in labels else ss["model_key"]
+        if choice in by_key and not by_key[choice].available:
+            st.warning(by_key[choice].status)
+            st.caption(f"Still using: {label(ss['model_key'])}")
+        else:
+            ss["model_key"] = choice
+        if ss["model_key"] in by_key:
+            st.caption(by_key[ss["model_key"]].status)
+        with st.expander("Use your own weights"):
+            _user_weights_form()
+
+        st.header("Image")
+        source = st.radio("Source", ["Sample photo", "Upload"], horizontal=True, key="image_source")
+        if source == "Sample photo":
+            names = list(cached_samples())
+            cur = ss["image_name"] if ss["image_id"].startswith("sample:") else None
+            pick = st.selectbox("Sample", names, index=names.index(cur) if cur in names else 0, key="sample_pick")
+            if ss["image_id"] != "sample:" + pick:
+                _set_sample(pick)
+        else:
+            up = st.file_uploader("Image file", type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"],
+                                  key="image_upload", max_upload_size=IMAGE_UPLOAD_MB,
+                                  help=f"PNG, JPEG, GIF, BMP, WebP or TIFF up to {IMAGE_UPLOAD_MB} MB.")
+            if up is not None and ss.get("last_upload_id") != up.file_id:
+                ss["last_upload_id"] = up.file_id
+                data = up.getvalue()
+                try:
+                    img, info = decode_image_info(data)
+                except ImageError as e:
+                    ss["upload_error"] = f"{up.name}: {e}"
+                    log.info("refused upload %s: %s", up.name, e)
+                else:
+                    ss["upload_error"] = None
+                    ss["image"] = img
+                    ss["image_name"] = up.name
+                    ss["image_id"] = "upload:" + _digest(data)
+                    ss["image_notes"] = info.notes
+            if ss.get("upload_error"):
+                st.error(ss["upload_error"] + "\n\nThe previous image is kept.")
+        st.image(ss["image"], caption=ss["image_name"], width="stretch")
+        if ss.get("image_notes"):
+            st.caption("; ".join(ss["image_notes"]))
+
+
+def _user_weights_form() -> None:
+    ss = st.session_state
+    with st.form("user_weights", clear_on_submit=False, border=False):
+        arch = st.selectbox("Architecture", list(ARCHITECTURES), format_func=ARCHITECTURES.get)
+        wfile = st.file_uploader("State dict (.safetensors, .pt, .pth)", type=["safetensors", "pt", "pth"],
+                                 max_upload_size=WEIGHTS_UPLOAD_MB)
+        lfile = st.file_uploader("Labels (optional: one per line, or JSON)", type=["txt", "json"],
+                                 max_upload_size=LABELS_UPLOAD_MB)
+        submitted = st.form_submit_button("Load weights")
+    if submitted:
+        if wfile is None:
+            st.error("Choose a weights file first.")
+            return
+        try:
+            data = wfile.getvalue()
+            h = load_user_model(arch, data, wfile.name, lfile.getvalue() if lfile else None)
+        except CheckpointError as e:
+            st.error(str(e))
+            log.info("refused weights %s: %s", wfile.name, e)
+            return
+        key = f"user:{arch}:{_digest(data)}"
+        h.key = key
+        ss["user_models"][key] = h
+        ss["model_key"] = key
+        ss.pop("model_select", None)
+        st.success(f"Loaded {h.name}: {h.num_classes} classes.")
+        st.rerun()
+
+
+def model_image() -> Image.Image:
+    """The current image as the current model sees it (resized and cropped)."""
+    return current_handle().preprocess.view(current_image())
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    return image_bytes(img, "PNG")
