@@ -89,3 +89,71 @@ def test_switch_model_and_back(page):
     page.get_by_role("option", name=re.compile("EfficientNet-Lite0")).click()
     wait_idle(page)
     page.get_by_text(re.compile(r"Top-1: espresso")).wait_for()
+
+
+def go(page, title: str) -> None:
+    """Navigate inside the app (a full page load would start a new session)."""
+    page.locator('[data-testid="stSidebarNavLink"]', has_text=title).first.click()
+    wait_idle(page)
+
+
+def run_form(page, label: str = "Run") -> None:
+    page.get_by_role("button", name=label, exact=True).click()
+    wait_idle(page)
+
+
+def test_explain_and_download(page, app_url, tmp_path):
+    wait_idle(page)
+    go(page, "Explain")
+    run_form(page)  # Grad-CAM is the default method
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    assert page.get_by_text(re.compile(r"Explaining espresso")).count() == 1
+    assert page.locator(ERROR_SEL).count() == 0
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Map (.npy)").click()
+    path = tmp_path / "map.npy"
+    dl.value.save_as(path)
+    arr = np.load(path)
+    assert arr.shape == (224, 224) and np.isfinite(arr).all() and arr.max() > 0
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="PNG", exact=True).click()
+    png = tmp_path / "map.png"
+    dl.value.save_as(png)
+    assert Image.open(png).format == "PNG"
+
+
+def test_three_sessions_see_their_own_image(browser, app_url):
+    """Three browser sessions on one server, each with its own photo: each sees its own prediction and map."""
+    photos = {"coffee.jpg": (data.coffee(), "espresso"), "cat.jpg": (data.chelsea(), "cat|tabby"),
+              "rocket.jpg": (data.rocket(), "missile|projectile|space shuttle")}
+    contexts, pages = [], []
+    try:
+        for name, (arr, _) in photos.items():
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            contexts.append(ctx)
+            pg = ctx.new_page()
+            pg.set_default_timeout(180_000)
+            pg.goto(app_url)
+            wait_idle(pg)
+            choose_upload(pg, name, jpeg(arr), "image/jpeg")
+            pages.append(pg)
+        for pg in pages:  # start all three explanations before reading any result
+            go(pg, "Explain")
+            pg.get_by_role("button", name="Run", exact=True).click()
+        for pg, (name, (_, expect)) in zip(pages, photos.items()):
+            wait_idle(pg)
+            pg.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+            line = pg.get_by_text(re.compile(r"^Explaining ")).inner_text()
+            assert re.search(expect, line), (name, line)
+            assert name in sidebar(pg).inner_text()
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
+def test_oversize_upload_is_refused_with_a_message(page):
+    wait_idle(page)
+    choose_upload(page, "huge.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (21 * 2**20), "image/png")
+    text = sidebar(page).inner_text()
+    assert re.search(r"(must be|larger than|exceeds).{0,40}20", text, re.I | re.S), text[-600:]
+    page.get_by_text(re.compile(r"Top-1: espresso")).wait_for()  # the previous image is still in use
