@@ -1,0 +1,151 @@
+"""Plotly figures for attribution results (pure plotly: the pages only display them).
+
+Signed maps use a diverging scale centred at 0 (blue negative, red positive), unsigned maps a sequential one;
+every heatmap hovers its value. Backprop-style per-channel gradients are shown as colour images with grey = 0.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .result import Attribution
+
+DIVERGING = "RdBu_r"
+SEQUENTIAL = "Inferno"
+
+
+def _label(method: str) -> str:
+    try:
+        from .methods import METHODS
+        return METHODS[method].label if method in METHODS else method
+    except Exception:  # pragma: no cover - plots must work without the registry
+        return method
+
+
+def _u8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+
+
+def _coords(n_map: int, n_img: int) -> np.ndarray:
+    """Pixel-centre coordinates of a map with n_map cells stretched over n_img image pixels."""
+    step = n_img / n_map
+    return (np.arange(n_map) + 0.5) * step - 0.5
+
+
+ROBUST_PERCENTILE = 99.5  # colour range = this percentile of |map|: one hot pixel must not wash out the rest
+
+
+def robust_max(m: np.ndarray, percentile: float = ROBUST_PERCENTILE) -> float:
+    """The percentile of |m| (falls back to max |m|, then 1, so it is never 0)."""
+    a = np.abs(np.asarray(m, dtype=np.float64))
+    v = float(np.percentile(a, percentile)) if a.size else 0.0
+    return v if v > 0 else (float(a.max()) if a.size and a.max() > 0 else 1.0)
+
+
+def _zmax(attr: Attribution, zmax: float | None) -> float:
+    return float(zmax) if zmax is not None else robust_max(attr.map)
+
+
+def _heatmap(image: np.ndarray, z: np.ndarray, signed: bool, zmax: float, opacity: float, raw: np.ndarray,
+             **kw) -> go.Heatmap:
+    h, w = image.shape[:2]
+    scale = dict(colorscale=DIVERGING, zmin=-zmax, zmax=zmax, zmid=0) if signed else \
+        dict(colorscale=SEQUENTIAL, zmin=0 if z.min() >= 0 else float(z.min()), zmax=zmax)
+    if "coloraxis" in kw:
+        scale = {}
+    return go.Heatmap(z=z, x=_coords(z.shape[1], w), y=_coords(z.shape[0], h), opacity=opacity,
+                      customdata=raw, hovertemplate="x %{x:.0f}, y %{y:.0f}<br>value %{customdata:.4g}"
+                      "<extra></extra>", **scale, **kw)
+
+
+def _square(fig: go.Figure, row: int | None = None, col: int | None = None) -> None:
+    sel = {} if row is None else dict(row=row, col=col)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, **sel)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed", **sel)
+
+
+def overlay_figure(image: np.ndarray, attr: Attribution, opacity: float = 0.5, zmax: float | None = None
+                   ) -> go.Figure:
+    """The map over the image (H×W×3 in [0, 1]); diverging scale centred at 0 for signed maps, sequential for
+    unsigned. Colour range ±zmax (default: 99.5th percentile of |map|); hover shows the raw value."""
+    fig = go.Figure(go.Image(z=_u8(image), hoverinfo="skip"))
+    zm = _zmax(attr, zmax)
+    fig.add_trace(_heatmap(image, attr.map, attr.signed, zm, opacity, attr.map,
+                           colorbar=dict(title="attribution")))
+    _square(fig)
+    fig.update_yaxes(scaleanchor="x")
+    fig.update_layout(title=f"{_label(attr.method)} · class {attr.target}", margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def rgb_image(arr: np.ndarray, clip_percentile: float = 99.5) -> np.ndarray:
+    """Signed H×W×3 gradient → displayable H×W×3 in [0, 1]: 0.5 + 0.5·v / p, p the percentile of |v|."""
+    arr = np.asarray(arr, dtype=np.float32)
+    p = robust_max(arr, clip_percentile)
+    return np.clip(0.5 + 0.5 * arr / p, 0, 1)
+
+
+def rgb_figure(arr: np.ndarray, title: str = "") -> go.Figure:
+    """A per-channel map (backprop, guided backprop, deconvnet) as a colour image; grey means 0."""
+    fig = go.Figure(go.Image(z=_u8(rgb_image(arr)),
+                             hovertemplate="x %{x}, y %{y}<extra></extra>"))
+    _square(fig)
+    fig.update_yaxes(scaleanchor="x")
+    fig.update_layout(title=title or None, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+def grid_figure(image: np.ndarray, attrs: Sequence[Attribution], common_norm: bool = True, cols: int = 4,
+                opacity: float = 0.6) -> go.Figure:
+    """Every map over the image in one grid, each titled with its method and compute time.
+
+    common_norm: each map is divided by its own robust max (99.5th percentile of |value|, then clipped) so all
+    share one scale (signed maps on [-1, 1], unsigned on [0, 1], one colour bar each); hover shows raw values.
+    Otherwise each subplot keeps its own raw range and no colour bar is drawn."""
+    n = max(1, len(attrs))
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    titles = [f"{_label(a.method)} · {a.seconds:.2f} s" for a in attrs]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=0.08)
+    for i, a in enumerate(attrs):
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Image(z=_u8(image), hoverinfo="skip"), row=r, col=c)
+        if common_norm:
+            m = robust_max(a.map)
+            fig.add_trace(_heatmap(image, np.clip(a.map / m, -1, 1), a.signed, 1.0, opacity, a.map,
+                                   coloraxis="coloraxis" if a.signed else "coloraxis2"), row=r, col=c)
+        else:
+            fig.add_trace(_heatmap(image, a.map, a.signed, _zmax(a, None), opacity, a.map, showscale=False),
+                          row=r, col=c)
+        _square(fig, r, c)
+    for i in range(len(attrs)):
+        suffix = "" if i == 0 else str(i + 1)
+        fig.layout[f"yaxis{suffix}"].scaleanchor = f"x{suffix}"
+    if common_norm:
+        fig.update_layout(
+            coloraxis=dict(colorscale=DIVERGING, cmin=-1, cmax=1, cmid=0,
+                           colorbar=dict(title="signed", x=1.02, len=0.45, y=0.75)),
+            coloraxis2=dict(colorscale=SEQUENTIAL, cmin=0, cmax=1,
+                            colorbar=dict(title="unsigned", x=1.02, len=0.45, y=0.25)))
+    fig.update_layout(height=260 * rows + 40, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def topk_figure(items: Sequence[tuple[int, str, float]]) -> go.Figure:
+    """Horizontal bars of the top-k class probabilities, most probable on top."""
+    labels = [f"{lbl} ({idx})" for idx, lbl, _ in items]
+    probs = [float(p) for _, _, p in items]
+    fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", text=[f"{p:.1%}" for p in probs],
+                           textposition="auto", hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", title="probability")
+    fig.update_layout(height=60 + 32 * max(1, len(items)), margin=dict(l=10, r=10, t=10, b=40))
+    return fig
+
+
+bar_figure = topk_figure
