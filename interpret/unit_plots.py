@@ -204,7 +204,11 @@ def rf_growth_figure(table) -> go.Figure:
     x = [r.name if r.call == 0 else f"{r.name}#{r.call}" for r in rows]
     fig = go.Figure([go.Scatter(x=x, y=[r.r[0] for r in rows], name="r (size)", mode="lines+markers"),
                      go.Scatter(x=x, y=[r.S[0] for r in rows], name="S (stride)", mode="lines")])
-    fig.add_hline(y=table.input_size[0], line_dash="dot", annotation_text="input size")
+    # An annotation on a log axis takes log10(y) (a shape takes y itself): passing y through add_hline's
+    # annotation_text put the label at 10^224 and stretched the axis to match.
+    fig.add_hline(y=table.input_size[0], line_dash="dot")
+    fig.add_annotation(x=1, xref="paper", xanchor="right", y=math.log10(table.input_size[0]), yanchor="bottom",
+                       text="input size", showarrow=False)
     fig.update_layout(yaxis_type="log", title="receptive field along the network", xaxis_showticklabels=False,
                       margin=dict(l=40, r=10, t=30, b=10))
     return fig

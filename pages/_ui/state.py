@@ -65,6 +65,7 @@ def _ensure_shell() -> None:
     """
     marker = _this_run()
     if marker is not None and getattr(_run, "marker", None) is not marker:
+        st.set_page_config(page_title="CNN Lens", page_icon="🔬", layout="wide")
         sidebar()
 
 
