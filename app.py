@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages._ui.state import sidebar
+from pages._ui.state import sidebar, wanted_page
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -28,12 +28,16 @@ PAGES = [
 ]
 
 sections: dict[str, list] = {}
+by_file: dict[str, st.Page] = {}
 for section, file, title, icon in PAGES:
     path = HERE / "pages" / file
     if path.is_file():
-        sections.setdefault(section, []).append(
-            st.Page(str(path), title=title, icon=icon, default=(file == "predict.py")))
+        by_file[file] = st.Page(str(path), title=title, icon=icon, default=(file == "predict.py"))
+        sections.setdefault(section, []).append(by_file[file])
 
 nav = st.navigation(sections)
+wanted = wanted_page()
+if wanted in by_file:
+    st.switch_page(by_file[wanted])
 sidebar()
 nav.run()

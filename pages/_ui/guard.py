@@ -20,7 +20,12 @@ EXPECTED = (NotDefined, ModelUnavailable, CheckpointError, ImageError, ValueErro
 
 @contextmanager
 def friendly_errors(what: str = "This view") -> Iterator[None]:
-    """Show expected errors as their message, unexpected ones as a generic note (logged with traceback)."""
+    """Show expected errors as their message, unexpected ones as a generic note (logged with traceback).
+
+    Also makes sure the page runs inside the app shell (sidebar, navigation)."""
+    from .state import _ensure_shell
+
+    _ensure_shell()
     try:
         yield
     except (RerunException, StopException):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -57,16 +58,31 @@ def _this_run() -> object | None:
 
 
 def _ensure_shell() -> None:
-    """Draw the sidebar when a page runs without app.py.
+    """Hand a page that runs without app.py over to app.py, remembering which page was asked for.
 
-    Streamlit still honours the legacy ``pages/`` folder convention when a session's first request names a
-    page URL before any run called ``st.navigation`` (and AppTest does so on every rerun); such a run executes
-    the page file alone. Drawing the sidebar here keeps model and image choice available then too.
+    Streamlit still honours the legacy ``pages/`` folder convention when a fresh server's first request names a
+    page URL before any run has called ``st.navigation``: that run executes the page file alone (no sidebar,
+    legacy menu). Switching to app.py lets it call ``st.navigation`` and then open the wanted page.
     """
     marker = _this_run()
-    if marker is not None and getattr(_run, "marker", None) is not marker:
-        st.set_page_config(page_title="CNN Lens", page_icon="🔬", layout="wide")
-        sidebar()
+    if marker is None or getattr(_run, "marker", None) is marker:
+        return
+    _run.marker = marker
+    ctx = get_script_run_ctx()
+    try:
+        info = ctx.pages_manager.get_pages().get(ctx.page_script_hash, {})
+        wanted = Path(info.get("script_path", "")).name
+    except Exception:  # noqa: BLE001 - best effort: fall back to the default page
+        wanted = ""
+    if wanted and wanted != "app.py":
+        st.session_state["_wanted_page"] = wanted
+        st.switch_page("app.py")
+    sidebar()
+
+
+def wanted_page() -> str | None:
+    """The page file a legacy standalone run asked for (see ``_ensure_shell``), once."""
+    return st.session_state.pop("_wanted_page", None)
 
 
 def _digest(data: bytes) -> str:
