@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
+
+# lime draws a tqdm bar on stderr for every explanation; tqdm reads this variable when first imported.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import streamlit as st
 

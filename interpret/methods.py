@@ -27,7 +27,7 @@ from .result import Attribution
 @dataclass(frozen=True)
 class ParamSpec:
     """One parameter of a method. kind: "int" | "float" | "bool" | "choice" | "layer" (a module name; None →
-    the method's default layer)."""
+    the method's default layer) | "dict" (keyword arguments for a sub-step, e.g. the segmentation)."""
 
     name: str
     kind: str
@@ -147,7 +147,12 @@ if _occlusion is not None:
         ParamSpec("window", "int", 15, min=1, max=224, help="Side of the square patch, in pixels."),
         ParamSpec("stride", "int", 8, min=1, max=224, help="Step between patch positions, in pixels."),
         ParamSpec("baseline", "choice", "zero", choices=("zero", "mean", "blur"),
-                  help="What the patch is filled with.")),
+                  help="What the patch is filled with: zero input (after normalization), the image's mean "
+                       "colour, or the blurred image."),
+        ParamSpec("blur_sigma", "float", 5.0, min=0.5, max=20.0, step=0.5, help="σ of the blur baseline."),
+        ParamSpec("fast", "bool", False, help="Batch-norm folded into the convolutions on a private copy, "
+                  "channels-last: faster, equal to the exact map up to float rounding (~1e-5)."),
+        ParamSpec("batch_size", "int", 64, min=1, max=512, help="Occluded images per forward pass.")),
         description="Zeiler & Fergus 2014: drop of the target score when a patch is hidden.", slow=True))
 
 try:
@@ -158,6 +163,11 @@ if _lime is not None:
     register(MethodSpec("lime", "LIME", _lime, True, (
         ParamSpec("segmentation", "choice", "quickshift", choices=("quickshift", "slic", "felzenszwalb"),
                   help="Superpixel algorithm."),
+        ParamSpec("seg_params", "dict", None, help="Parameters of the segmentation (e.g. quickshift kernel_size, "
+                  "max_dist, ratio; slic n_segments, compactness; felzenszwalb scale, sigma, min_size)."),
         ParamSpec("num_samples", "int", 1000, min=10, max=5000, help="Perturbed images to fit on."),
-        ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling.")),
+        ParamSpec("hide_color", "choice", "mean", choices=("mean", "black", "grey", "white"),
+                  help="What a switched-off superpixel is filled with (lime's default: its mean colour)."),
+        ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling."),
+        ParamSpec("batch_size", "int", 50, min=1, max=500, help="Perturbed images per forward pass.")),
         description="Ribeiro et al. 2016: a linear model on superpixels fitted to perturbed images.", slow=True))

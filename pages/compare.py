@@ -1,0 +1,54 @@
+"""Compare: every attribution method for the current image and class in one grid, on a common normalization."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from interpret.methods import METHODS
+from interpret.plots import grid_figure
+from interpret.result import NotDefined
+from pages._ui.explain_ui import display_image, run_method
+from pages._ui.guard import friendly_errors
+from pages._ui.state import current_handle
+from pages._ui.target import pick_target
+
+st.title("Compare")
+st.caption("Each map is divided by its own largest |value|, so signed maps share one scale on [-1, 1] and "
+           "unsigned maps one on [0, 1]; hovering shows the raw value. Titles give each method's compute time.")
+
+QUICK = {"occlusion": {"window": 16, "stride": 16}, "lime": {"num_samples": 300}, "smoothgrad": {"samples": 15},
+         "integrated_gradients": {"steps": 16}}
+
+with friendly_errors("The comparison"):
+    handle = current_handle()
+    target = pick_target(handle, key="compare_target")
+    with st.form("compare_form"):
+        chosen = st.multiselect("Methods", list(METHODS), default=list(METHODS),
+                                format_func=lambda m: METHODS[m].label)
+        quick = st.checkbox("Quick settings for the slow methods (occlusion window and stride 16, LIME 300 samples, "
+                            "SmoothGrad 15 samples, IG 16 steps)", value=True)
+        run = st.form_submit_button("Run all", type="primary")
+    req = (handle.key, target, tuple(chosen), quick)
+    if run:
+        st.session_state["compare_request"] = req
+    if st.session_state.get("compare_request") != req:
+        st.info("Pick the methods and press **Run all**.")
+        st.stop()
+    attrs, skipped = [], []
+    bar = st.progress(0.0, text="Running methods…")
+    for i, m in enumerate(chosen):
+        try:
+            attrs.append(run_method(handle, target, m, QUICK.get(m, {}) if quick else {}))
+        except NotDefined as e:
+            skipped.append((METHODS[m].label, str(e)))
+        bar.progress((i + 1) / max(1, len(chosen)), text=f"{METHODS[m].label} done")
+    bar.empty()
+    st.markdown(f"Class **{handle.labels[target]}** (#{target}) — {handle.name}")
+    if attrs:
+        fig = grid_figure(display_image(handle), attrs, common_norm=True, cols=4)
+        st.plotly_chart(fig, key="compare_grid")
+        st.dataframe(pd.DataFrame([{"method": METHODS[a.method].label, "seconds": round(a.seconds, 3),
+                                    "signed": a.signed, "parameters": str(a.params)} for a in attrs]),
+                     hide_index=True, width="stretch")
+    for label, why in skipped:
+        st.warning(f"{label} not shown: {why}")

@@ -1,0 +1,128 @@
+"""Explain: why did the model decide? One attribution method at a time, its parameters in a form."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from interpret.methods import METHODS
+from interpret.plots import overlay_figure, rgb_figure
+from interpret.result import NotDefined
+from pages._ui.explain_ui import display_image, export_buttons, param_widgets, run_method
+from pages._ui.guard import friendly_errors
+from pages._ui.state import current_handle
+from pages._ui.target import pick_target, probabilities
+
+st.title("Explain")
+
+SIDE_BY_SIDE = "backprop_trio"
+TRIO = ("backprop", "guided_backprop", "deconvnet")
+
+
+def _method_label(name: str) -> str:
+    if name == SIDE_BY_SIDE:
+        return "Backprop vs guided backprop vs deconvnet (side by side)"
+    return METHODS[name].label
+
+
+def _lime_details(handle, attr) -> None:
+    from skimage.segmentation import mark_boundaries
+
+    seg = attr.extra.get("segments")
+    weights = attr.extra.get("weights", {})
+    if seg is None:
+        return
+    image = display_image(handle)
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Segmentation**")
+        st.image(mark_boundaries(image, seg, color=(1, 1, 0)), clamp=True, width="stretch",
+                 caption=f"{int(seg.max()) + 1} superpixels")
+    with c2:
+        pos = attr.extra.get("top_positive", [])
+        neg = attr.extra.get("top_negative", [])
+        show = np.full_like(image, 0.35)
+        for s in pos:
+            show[seg == s] = image[seg == s]
+        tint = show.copy()
+        for s in neg:
+            tint[seg == s] = 0.5 * image[seg == s] + 0.5 * np.array([0.2, 0.3, 1.0])
+        st.markdown("**Top superpixels** (kept: for the class; blue: against it)")
+        st.image(np.clip(tint, 0, 1), width="stretch")
+    if weights:
+        items = sorted(weights.items(), key=lambda kv: -abs(kv[1]))[:20]
+        fig = go.Figure(go.Bar(x=[w for _, w in items][::-1], y=[f"superpixel {k}" for k, _ in items][::-1],
+                               orientation="h", marker_color=["#b2182b" if w > 0 else "#2166ac"
+                                                              for _, w in items][::-1]))
+        fig.update_layout(height=40 + 18 * len(items), margin=dict(l=10, r=10, t=30, b=10),
+                          title="Per-superpixel weights (largest |w|)")
+        st.plotly_chart(fig, key="lime_weights")
+    st.caption(f"Fit R² = {attr.extra.get('score', float('nan')):.3f}; seed {attr.params.get('seed')}.")
+
+
+with friendly_errors("The explanation"):
+    handle = current_handle()
+    target = pick_target(handle)
+    names = list(METHODS) + [SIDE_BY_SIDE]
+    method = st.selectbox("Method", names, format_func=_method_label, key="explain_method",
+                          index=names.index(st.session_state.get("explain_switch", "gradcam"))
+                          if st.session_state.get("explain_switch", "gradcam") in names else 0)
+    st.session_state.pop("explain_switch", None)
+    if method != SIDE_BY_SIDE and METHODS[method].description:
+        st.caption(METHODS[method].description)
+    with st.form(f"params_{method}"):
+        params = param_widgets(METHODS[method], handle, "explain") if method != SIDE_BY_SIDE else {}
+        run = st.form_submit_button("Run", type="primary")
+    req_key = (handle.key, target, method, tuple(sorted(params.items())))
+    if run:
+        st.session_state["explain_request"] = req_key
+    if st.session_state.get("explain_request") != req_key:
+        st.info("Choose the parameters and press **Run**.")
+        st.stop()
+
+    image = display_image(handle)
+    p = probabilities(handle)
+    st.markdown(f"Explaining **{handle.labels[target]}** (#{target}, p = {p[target]:.1%}) with {handle.name}.")
+    if method == SIDE_BY_SIDE:
+        cols = st.columns(3)
+        for col, m in zip(cols, TRIO):
+            attr = run_method(handle, target, m, {})
+            with col:
+                st.plotly_chart(rgb_figure(attr.extra["rgb"], METHODS[m].label), key=f"trio_{m}")
+                st.caption(f"{attr.seconds:.2f} s")
+        st.caption("Grey is zero; colours show the per-channel gradient sign and size (99.5th percentile scaling). "
+                   "Guided backprop keeps only positive gradients through active ReLUs, which gives the crisp "
+                   "edge images of the slides; the plain gradient is noisy; deconvnet ignores the forward pass.")
+        st.stop()
+    try:
+        attr = run_method(handle, target, method, params)
+    except NotDefined as e:
+        st.warning(f"**{METHODS[method].label} is not defined for {handle.name}.** {e}")
+        if st.button("Use Grad-CAM instead", key="to_gradcam"):
+            st.session_state["explain_switch"] = "gradcam"
+            st.session_state.pop("explain_method", None)
+            st.rerun()
+        st.stop()
+    opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="explain_opacity")
+    show = attr
+    if method == "occlusion" and "prob_drop" in attr.extra:
+        kind = st.radio("Map of", ["score (logit) drop", "probability drop"], horizontal=True, key="occ_kind")
+        if kind == "probability drop":
+            from interpret.result import Attribution
+
+            show = Attribution("occlusion", attr.target, attr.extra["prob_drop"], True, attr.params)
+    fig = overlay_figure(image, show, opacity=opacity)
+    if "rgb" in attr.extra:
+        c1, c2 = st.columns(2)
+        c1.plotly_chart(fig, key="explain_fig")
+        c2.plotly_chart(rgb_figure(attr.extra["rgb"], "per-channel gradient"), key="explain_rgb")
+    else:
+        st.plotly_chart(fig, key="explain_fig")
+    stats = pd.DataFrame([{"min": float(show.map.min()), "max": float(show.map.max()),
+                           "mean |map|": float(np.abs(show.map).mean()), "seconds": round(attr.seconds, 3)}])
+    st.dataframe(stats, hide_index=True)
+    if method == "lime":
+        _lime_details(handle, attr)
+    st.markdown("**Export**")
+    export_buttons(handle, show, fig, "explain_export")

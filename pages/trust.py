@@ -1,0 +1,139 @@
+"""Trust: is a map faithful to the model? Deletion/insertion curves and the model-randomisation sanity check."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from interpret.methods import METHODS
+from interpret.metrics import deletion_insertion
+from interpret.plots import DIVERGING, SEQUENTIAL
+from interpret.result import NotDefined
+from interpret.sanity import cascading_randomization, default_blocks
+from pages._ui.compute import cache_key, cached
+from pages._ui.explain_ui import run_method
+from pages._ui.guard import friendly_errors
+from pages._ui.state import current_handle, current_image, image_id
+from pages._ui.target import pick_target
+
+st.title("Trust")
+
+FAST = [m for m in ("saliency", "gradient", "grad_x_input", "guided_backprop", "deconvnet", "cam", "gradcam",
+                    "gradcam_pp", "guided_gradcam", "integrated_gradients", "smoothgrad") if m in METHODS]
+
+
+def _label(m: str) -> str:
+    return METHODS[m].label if m in METHODS else m
+
+
+def _pick_steps(blocks: list[str], n: int) -> list[str]:
+    """n blocks evenly spread over the network, always including the top one."""
+    if n >= len(blocks):
+        return blocks
+    idx = np.unique(np.round(np.linspace(len(blocks) - 1, 0, n)).astype(int))
+    return [blocks[i] for i in sorted(idx)]
+
+
+with friendly_errors("The trust checks"):
+    handle = current_handle()
+    target = pick_target(handle, key="trust_target")
+    x = handle.input_tensor(current_image())
+    tab1, tab2 = st.tabs(["Deletion / insertion", "Model randomisation (sanity check)"])
+
+    with tab1:
+        st.markdown("Pixels are removed (deletion) or revealed (insertion) in the order a map ranks them, and the "
+                    "class probability is tracked. A faithful map makes the probability **fall fast** on deletion "
+                    "(low AUC) and **rise fast** on insertion (high AUC).")
+        with st.form("di_form"):
+            methods = st.multiselect("Methods", list(METHODS), default=["saliency", "guided_backprop", "gradcam",
+                                                                        "integrated_gradients"],
+                                     format_func=_label)
+            c1, c2 = st.columns(2)
+            steps = c1.slider("Steps", 8, 64, 24, 4)
+            baseline = c2.selectbox("Removed pixels become", ["blur", "zero", "mean"])
+            run = st.form_submit_button("Run", type="primary")
+        req = (handle.key, target, tuple(methods), steps, baseline)
+        if run:
+            st.session_state["di_request"] = req
+        if st.session_state.get("di_request") == req:
+            fig = make_subplots(rows=1, cols=2, subplot_titles=("Deletion (lower is better)",
+                                                                "Insertion (higher is better)"))
+            rows = []
+            for i, m in enumerate(methods):
+                try:
+                    attr = run_method(handle, target, m, {})
+                except NotDefined as e:
+                    st.warning(f"{_label(m)}: {e}")
+                    continue
+                key = cache_key("di", handle.key, image_id(), target, m, attr.params, steps, baseline)
+                di = cached("deletion_insertion", key,
+                            lambda prog: deletion_insertion(handle, x, target, attr.map, steps=steps,
+                                                            baseline=baseline, progress=prog),
+                            label=f"Deletion/insertion for {_label(m)}…")
+                colour = f"hsl({(i * 67) % 360},65%,45%)"
+                fig.add_trace(go.Scatter(x=di.fractions, y=di.deletion, name=_label(m), line=dict(color=colour),
+                                         legendgroup=m), 1, 1)
+                fig.add_trace(go.Scatter(x=di.fractions, y=di.insertion, name=_label(m), line=dict(color=colour),
+                                         legendgroup=m, showlegend=False), 1, 2)
+                rows.append({"method": _label(m), "deletion AUC ↓": round(di.auc_deletion, 4),
+                             "insertion AUC ↑": round(di.auc_insertion, 4)})
+            fig.update_xaxes(title="fraction of pixels", range=[0, 1])
+            fig.update_yaxes(title="class probability", range=[0, 1])
+            fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10))
+            st.plotly_chart(fig, key="di_fig")
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+    with tab2:
+        st.markdown("Adebayo et al. 2018: randomise the weights **from the top layer down**, one block more at "
+                    "each step, on a copy of the model, and recompute each map. A map that explains the *model* "
+                    "must change as the model is destroyed. Guided backprop barely changes — it mostly shows "
+                    "image edges — while Grad-CAM and the plain gradient do.")
+        blocks = default_blocks(handle.net)
+        with st.form("sanity_form"):
+            methods2 = st.multiselect("Methods", FAST, default=[m for m in ("guided_backprop", "gradcam", "saliency")
+                                                               if m in FAST], format_func=_label)
+            c1, c2 = st.columns(2)
+            n_steps = c1.slider("Cascade steps", 1, len(blocks), min(8, len(blocks)),
+                                help=f"Blocks spread over the network (of {len(blocks)}), top first.")
+            seed = c2.number_input("Seed", 0, 2**31 - 1, 0)
+            run2 = st.form_submit_button("Run sanity check", type="primary")
+        layers = _pick_steps(blocks, n_steps)
+        req2 = (handle.key, target, tuple(methods2), tuple(layers), int(seed))
+        if run2:
+            st.session_state["sanity_request"] = req2
+        if st.session_state.get("sanity_request") == req2 and methods2:
+            key = cache_key("sanity", handle.key, image_id(), target, methods2, layers, int(seed))
+            res = cached("sanity", key, lambda prog: cascading_randomization(
+                handle, x, target, list(methods2), layers=layers, seed=int(seed), progress=prog),
+                label="Randomising layers and recomputing maps…", size=8)
+            fig = go.Figure()
+            for m in res.methods:
+                fig.add_trace(go.Scatter(x=list(range(len(res.steps))), y=res.rank_corr[m], mode="lines+markers",
+                                         name=_label(m), text=res.steps,
+                                         hovertemplate="after %{text}: ρ = %{y:.3f}<extra></extra>"))
+            fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10),
+                              xaxis=dict(title="blocks randomised (top down)", tickvals=list(range(len(res.steps))),
+                                         ticktext=res.steps, tickangle=-45),
+                              yaxis=dict(title="Spearman ρ to the original |map|", range=[-0.2, 1.05]))
+            st.plotly_chart(fig, key="sanity_corr")
+            show_steps = sorted({0, 1, len(res.steps) // 2, len(res.steps) - 1} & set(range(len(res.steps))))
+            grid = make_subplots(rows=len(res.methods), cols=len(show_steps),
+                                 subplot_titles=[f"{_label(m)} · {res.steps[s]}" for m in res.methods
+                                                 for s in show_steps],
+                                 horizontal_spacing=0.01, vertical_spacing=0.06)
+            for r, m in enumerate(res.methods, start=1):
+                for c, s in enumerate(show_steps, start=1):
+                    mp = res.maps[m][s]
+                    signed = res.signed.get(m, False)
+                    z = mp / (np.abs(mp).max() or 1.0)
+                    grid.add_trace(go.Heatmap(z=z, colorscale=DIVERGING if signed else SEQUENTIAL,
+                                              zmin=-1 if signed else 0, zmax=1, showscale=False,
+                                              hovertemplate="%{z:.3f}<extra></extra>"), r, c)
+            grid.update_xaxes(showticklabels=False)
+            grid.update_yaxes(showticklabels=False, autorange="reversed")
+            grid.update_layout(height=230 * len(res.methods) + 40, margin=dict(l=10, r=10, t=40, b=10))
+            st.plotly_chart(grid, key="sanity_grid")
+            st.caption(f"{len(res.steps) - 1} cascade steps, {res.seconds:.1f} s. Step 'none' is the unchanged copy "
+                       "(ρ = 1 by construction).")

@@ -1,0 +1,187 @@
+"""Occlusion against captum's Occlusion (the oracle), a direct loop re-implementation and hand-computed drops."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import Occlusion
+from torch import nn
+
+from conftest import assert_same_state, make_handle, model_state, rel_err
+from interpret.methods import explain
+from interpret.occlusion import aggregate, baseline_image, fast_copy, occlusion, window_grid
+
+
+def tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
+
+
+def _randomize_bn(net: nn.Module) -> nn.Module:
+    """Non-trivial running statistics, so folding batch norm is really exercised."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return net
+
+
+def captum_map(net, x, target, window, stride, baseline) -> np.ndarray:
+    base = 0 if isinstance(baseline, str) and baseline == "zero" else baseline_image(x, baseline)
+    with torch.no_grad():
+        a = Occlusion(net).attribute(x, target=target, sliding_window_shapes=(3, window, window),
+                                     strides=(3, stride, stride), baselines=base, perturbations_per_eval=8)
+    assert torch.allclose(a[0, 0], a[0, 1]) and torch.allclose(a[0, 0], a[0, 2])  # one window over all channels
+    return a[0, 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return make_handle(_randomize_bn(tiny_net()), size=20)
+
+
+def test_grid_follows_captum_counts():
+    g = window_grid(224, 224, 15, 8)
+    assert g.shape == (28, 28) and len(g) == 784
+    assert g.rows[-1] == 216  # last window [216, 231) is clipped to the image
+    g = window_grid(20, 17, 7, (3, 5))
+    assert g.rows == (0, 3, 6, 9, 12, 15) and g.cols == (0, 5, 10)  # 17 − 7 = 10 = 2 strides
+    assert window_grid(32, 32, 32, 99).shape == (1, 1)  # stride irrelevant when the window is the image
+    with pytest.raises(ValueError):
+        window_grid(32, 32, 8, 9)
+    with pytest.raises(ValueError):
+        window_grid(32, 32, 33, 1)
+
+
+def test_aggregate_equals_direct_loop():
+    rng = np.random.default_rng(0)
+    g = window_grid(23, 19, 6, 4)
+    drops = rng.normal(size=g.shape)
+    total, count = np.zeros((23, 19)), np.zeros((23, 19))
+    for i, r in enumerate(g.rows):
+        for j, c in enumerate(g.cols):
+            total[r:r + 6, c:c + 6] += drops[i, j]
+            count[r:r + 6, c:c + 6] += 1
+    assert count.min() >= 1
+    np.testing.assert_allclose(aggregate(g, drops), total / count, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("baseline", ["zero", "mean", "blur"])
+@pytest.mark.parametrize("window,stride", [(7, 3), (5, 5), (20, 4)])
+def test_tiny_equals_captum(tiny, baseline, window, stride):
+    x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(2))
+    for target in (0, 3):
+        ref = captum_map(tiny.net, x, target, window, stride, baseline)
+        exact = occlusion(tiny, x, target, window=window, stride=stride, baseline=baseline, fast=False)
+        assert rel_err(exact.map, ref) <= 1e-5
+        # The BN-folded copy rounds differently; drops here are ~1e-3 of logits ~0.5, so allow 1e-4.
+        fast = occlusion(tiny, x, target, window=window, stride=stride, baseline=baseline, fast=True)
+        assert rel_err(fast.map, ref) <= 1e-4
+
+
+def test_resnet18_equals_captum(resnet18_handle):
+    """Random-weight resnet18 at 64² (residuals, BN, borders, stride 12 not dividing 64 − 15)."""
+    h = resnet18_handle
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    target = int(h.predict(x).argmax())
+    ref = captum_map(h.net, x, target, 15, 12, "zero")
+    before = model_state(h.net)
+    exact = occlusion(h, x, target, window=15, stride=12, baseline="zero", fast=False, batch_size=16)
+    assert rel_err(exact.map, ref) <= 1e-5
+    # The BN-folded channels-last copy rounds differently; captum itself differs from itself by ~1e-5 here
+    # between perturbations_per_eval 1 and 64 (logit drops are small differences of large logits).
+    fast = occlusion(h, x, target, window=15, stride=12, baseline="zero", fast=True)
+    assert rel_err(fast.map, ref) <= 1e-4
+    assert_same_state(before, h.net)
+
+
+@pytest.mark.slow
+def test_default_model_equals_captum(default_handle, photos):
+    """The default model (real weights) on a real photo at 80² — its global pooling takes any input size."""
+    h = default_handle
+    x = h.input_tensor(photos["chelsea"])
+    x = torch.nn.functional.interpolate(x, size=(80, 80), mode="bilinear", align_corners=False)
+    target = int(h.predict(x).argmax())
+    ref = captum_map(h.net, x, target, 15, 10, "zero")
+    before = model_state(h.net)
+    assert rel_err(occlusion(h, x, target, window=15, stride=10).map, ref) <= 1e-5
+    assert rel_err(occlusion(h, x, target, window=15, stride=10, fast=True).map, ref) <= 1e-4  # rounding only
+    assert_same_state(before, h.net)
+
+
+@pytest.mark.parametrize("baseline", ["zero", "mean", "blur"])
+def test_whole_image_window_is_the_drop_to_the_baseline(tiny, baseline):
+    x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(4))
+    base = baseline_image(x, baseline)
+    with torch.no_grad():
+        lx, lb = tiny.net(x)[0], tiny.net(base)[0]
+    for target in range(5):
+        a = occlusion(tiny, x, target, window=20, stride=20, baseline=baseline, fast=False)
+        np.testing.assert_allclose(a.map, np.full((20, 20), float(lx[target] - lb[target])), rtol=1e-6, atol=1e-7)
+        p_drop = float(torch.softmax(lx, 0)[target] - torch.softmax(lb, 0)[target])
+        np.testing.assert_allclose(a.extra["prob_drop"], np.full((20, 20), p_drop), rtol=1e-6, atol=1e-7)
+
+
+def test_baselines():
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(baseline_image(x, "zero"), torch.zeros_like(x))
+    m = baseline_image(x, "mean")
+    assert torch.allclose(m[0, :, 3, 7], x.mean(dim=(2, 3))[0])
+    b = baseline_image(x, "blur", blur_sigma=1.0)
+    assert torch.allclose(b.mean(dim=(2, 3)), x.mean(dim=(2, 3)), atol=0.05) and b.std() < x.std()
+    c = torch.ones(1, 3, 16, 16)
+    # A constant image is its own blur: blurring is exact up to rounding, with reflect padding.
+    assert torch.allclose(baseline_image(c, "blur"), c, atol=1e-6)
+    with pytest.raises(ValueError):
+        baseline_image(x, "grey")
+
+
+def test_prob_drop_progress_batches_and_registry(tiny):
+    x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(6))
+    seen: list[float] = []
+    a = occlusion(tiny, x, 1, window=6, stride=3, batch_size=7, fast=False, progress=seen.append)
+    n = len(window_grid(20, 20, 6, 3))
+    assert len(seen) == math.ceil(n / 7) and seen == sorted(seen) and seen[-1] == 1.0
+    b = occlusion(tiny, x, 1, window=6, stride=3, batch_size=1, fast=False)
+    assert rel_err(a.map, b.map) <= 1e-5  # a batch of one may take another conv algorithm: rounding only
+    # prob_drop is the same aggregation of the probability drops
+    g = window_grid(20, 20, 6, 3)
+    np.testing.assert_allclose(a.extra["prob_drop"], aggregate(g, a.extra["prob_drops"]), rtol=1e-5, atol=1e-7)
+    assert a.method == "occlusion" and a.signed and a.map.shape == (20, 20)
+    r = explain(tiny, x, 1, "occlusion", window=6, stride=3)
+    assert r.params["window"] == 6 and rel_err(r.map, a.map) <= 1e-5
+
+
+def test_fast_copy_is_private_and_refreshed():
+    net = _randomize_bn(tiny_net())
+    h = make_handle(net, size=20)
+    before = model_state(net)
+    f1 = fast_copy(h)
+    assert fast_copy(h) is f1
+    assert f1 is not net and not any(p is q for p in f1.parameters() for q in net.parameters())
+    assert_same_state(before, net)
+    with torch.no_grad():
+        net[0].weight.mul_(2)  # the test owns this net: an in-place change must invalidate the cache
+    assert fast_copy(h) is not f1
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_threads_share_one_model(tiny, fast):
+    """Several threads explaining different images on one handle get what each gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    xs = [torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(10 + i)) for i in range(6)]
+    alone = [occlusion(tiny, x, i % 5, window=6, stride=4, fast=fast).map for i, x in enumerate(xs)]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda i: occlusion(tiny, xs[i], i % 5, window=6, stride=4, fast=fast).map,
+                                 range(6)))
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
