@@ -157,3 +157,16 @@ def test_oversize_upload_is_refused_with_a_message(page):
     text = sidebar(page).inner_text()
     assert re.search(r"(must be|larger than|exceeds).{0,40}20", text, re.I | re.S), text[-600:]
     page.get_by_text(re.compile(r"Top-1: espresso")).wait_for()  # the previous image is still in use
+
+
+def test_unit_views_filters_and_receptive_field(page):
+    wait_idle(page)
+    go(page, "Filters")
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    assert page.get_by_text(re.compile(r"32 filters|32 ")).count() >= 1
+    go(page, "Receptive fields")
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    assert page.locator(ERROR_SEL).count() == 0
+    go(page, "Activation maps")
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    assert page.locator(ERROR_SEL).count() == 0
