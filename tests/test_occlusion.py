@@ -103,6 +103,18 @@ def test_resnet18_equals_captum(resnet18_handle):
     assert_same_state(before, h.net)
 
 
+def test_vgg16_equals_captum(vgg16_handle):
+    """Random-weight VGG16 at 64² (in-place ReLUs, max-pooling, a window and stride that do not divide 64)."""
+    h = vgg16_handle
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    target = int(h.predict(x).argmax())
+    ref = captum_map(h.net, x, target, 20, 14, "zero")
+    before = model_state(h.net)
+    exact = occlusion(h, x, target, window=20, stride=14, baseline="zero", fast=False, batch_size=16)
+    assert rel_err(exact.map, ref) <= 1e-5
+    assert_same_state(before, h.net)
+
+
 @pytest.mark.slow
 def test_default_model_equals_captum(default_handle, photos):
     """The default model (real weights) on a real photo at 80² — its global pooling takes any input size."""
