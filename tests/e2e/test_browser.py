@@ -170,3 +170,27 @@ def test_unit_views_filters_and_receptive_field(page):
     go(page, "Activation maps")
     page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
     assert page.locator(ERROR_SEL).count() == 0
+
+
+def test_other_class_compare_and_sanity_check(page):
+    """Explain a class other than the predicted one, compare all methods, run the sanity check."""
+    wait_idle(page)
+    choose_upload(page, "kitty.jpg", jpeg(data.chelsea()), "image/jpeg")
+    go(page, "Explain")
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Target class").first
+    box.click()
+    page.keyboard.type("tiger cat")
+    page.get_by_role("option", name=re.compile(r"^tiger cat")).first.click()
+    wait_idle(page)
+    run_form(page)
+    page.get_by_text(re.compile(r"Explaining tiger cat")).wait_for()
+    assert page.locator(ERROR_SEL).count() == 0
+    go(page, "Compare")
+    run_form(page, "Run all")
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    assert page.locator(ERROR_SEL).count() == 0
+    go(page, "Trust")
+    page.get_by_role("tab", name=re.compile("Model randomisation")).click()
+    run_form(page, "Run sanity check")
+    page.get_by_text(re.compile(r"cascade steps")).wait_for()
+    assert page.locator(ERROR_SEL).count() == 0
