@@ -197,7 +197,8 @@ def aggregate(grid: WindowGrid, drops: np.ndarray) -> np.ndarray:
 
 def occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: int | tuple[int, int] = 15,
               stride: int | tuple[int, int] = 8, baseline: str | float = "zero", blur_sigma: float = 5.0,
-              batch_size: int = 64, fast: bool = False, progress: Progress = None) -> Attribution:
+              batch_size: int = 64, fast: bool = False, progress: Progress = None,
+              engine: str = "batched") -> Attribution:
     """Occlusion map: the target logit drop f(x) − f(x with the window replaced), averaged over covering windows.
 
     ``baseline`` is what fills the window: "zero" = zero in the model's normalized input space (as captum with
@@ -211,7 +212,20 @@ def occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: int | t
     CPU; its rounding differs (≈1e-7 of the logits), which is ≈1e-5 of the map on the default model and up to
     ~1e-4 where drops are tiny next to the logits (random-weight nets) — captum's own map moves by ~1e-5 there
     between two ``perturbations_per_eval`` values.
+
+    ``engine="incremental"`` scores the windows by exact incremental inference (``interpret.incremental``: each
+    layer recomputes only the region the window changes), 2.5–8× faster than captum at 224², same map to float
+    rounding (≈1e-5); ``fast`` is then ignored.
     """
+    if engine == "incremental":
+        from .incremental import occlusion_incremental
+
+        res = occlusion_incremental(handle, x, target, window, stride, baseline, blur_sigma, batch_size,
+                                    progress=progress)
+        res.params.update({"fast": fast, "engine": engine})
+        return res
+    if engine != "batched":
+        raise ValueError(f"unknown engine {engine!r}; choose 'batched' or 'incremental'")
     t0 = time.perf_counter()
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"expected one image (1, 3, H, W), got {tuple(x.shape)}")
@@ -224,7 +238,7 @@ def occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: int | t
     return Attribution(
         method="occlusion", target=int(target), map=aggregate(grid, drops), signed=True,
         params={"window": window, "stride": stride, "baseline": baseline, "blur_sigma": blur_sigma,
-                "fast": fast},
+                "fast": fast, "engine": engine},
         extra={"prob_drop": aggregate(grid, prob_drops), "logit_drops": drops.astype(np.float32),
                "prob_drops": prob_drops.astype(np.float32), "grid": (grid.rows, grid.cols),
                "score": logit0, "prob": prob0},
