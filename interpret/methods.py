@@ -153,7 +153,7 @@ if _occlusion is not None:
         ParamSpec("fast", "bool", False, help="Batch-norm folded into the convolutions on a private copy, "
                   "channels-last: faster, equal to the exact map up to float rounding (~1e-5)."),
         ParamSpec("batch_size", "int", 64, min=1, max=512, help="Occluded images per forward pass."),
-        ParamSpec("engine", "choice", "batched", choices=("batched", "incremental"),
+        ParamSpec("engine", "choice", "incremental", choices=("incremental", "batched"),
                   help="incremental: each layer recomputes only the region the patch changes (Krypton) — same map "
                        "to float rounding, 2.5–8× faster.")),
         description="Zeiler & Fergus 2014: drop of the target score when a patch is hidden.", slow=True))

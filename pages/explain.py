@@ -9,7 +9,8 @@ import streamlit as st
 from interpret.methods import METHODS
 from interpret.plots import overlay_figure, rgb_figure
 from interpret.result import NotDefined
-from pages._ui.explain_ui import display_image, export_buttons, param_widgets, run_method
+from pages._ui.explain_ui import (display_image, export_buttons, param_widgets, progressive_occlusion,
+                                  run_method)
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle
 from pages._ui.target import pick_target, probabilities
@@ -96,7 +97,19 @@ with friendly_errors("The explanation"):
                    "edge images of the slides; the plain gradient is noisy; deconvnet ignores the forward pass.")
         st.stop()
     try:
-        attr = run_method(handle, target, method, params)
+        if method == "occlusion" and params.get("engine") == "incremental":
+            live = st.empty()
+
+            def _show(a) -> None:
+                with live.container():
+                    st.plotly_chart(overlay_figure(image, a, opacity=0.55), key=f"occ_live_{a.extra['level']}")
+                    st.caption(f"coarse map from {a.extra['evaluated']} of {a.extra['windows']} windows "
+                               f"({a.seconds:.2f} s) — refining…")
+
+            attr = progressive_occlusion(handle, target, params, _show)
+            live.empty()
+        else:
+            attr = run_method(handle, target, method, params)
     except NotDefined as e:
         st.warning(f"**{METHODS[method].label} is not defined for {handle.name}.** {e}")
         if st.button("Use Grad-CAM instead", key="to_gradcam"):

@@ -50,7 +50,9 @@ def test_explain_occlusion_all_outputs(photo, tmp_path, default_handle, capsys):
     ref = occlusion(h, x, target, window=112, stride=112, baseline="mean")
     m = np.load(outs[0])
     assert m.shape == (224, 224) and m.dtype == np.float32
-    np.testing.assert_allclose(m, ref.map, rtol=1e-5, atol=1e-6)
+    # the registry's default engine is the incremental one (BN folded: equal up to float rounding, issue 7's 1e-4)
+    scale = np.abs(ref.map).max()
+    assert np.abs(m - ref.map).max() <= 1e-4 * scale
     rec = json.loads(outs[1].read_text())
     assert rec["model"] == "efficientnet_lite0" and rec["method"] == "occlusion" and rec["target"] == target
     assert rec["params"]["window"] == 112 and rec["params"]["baseline"] == "mean"

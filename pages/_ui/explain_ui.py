@@ -13,7 +13,7 @@ from interpret.methods import METHODS, MethodSpec, explain
 from interpret.result import Attribution
 from models import ModelHandle
 
-from .compute import cache_key, cached
+from .compute import _cache, cache_key, cached
 from .state import current_image, image_id
 
 
@@ -71,6 +71,28 @@ def run_method(handle: ModelHandle, target: int, method: str, params: dict[str, 
     x = handle.input_tensor(current_image())
     return cached("attributions", key, lambda prog: explain(handle, x, target, method, progress=prog, **params),
                   label=f"{spec.label}…", progress=spec.slow, size=96)
+
+
+def progressive_occlusion(handle: ModelHandle, target: int, params: dict[str, Any], show) -> Attribution:
+    """Occlusion with the incremental engine, drawn coarse first and refined in place (``show(attr)`` is called
+    for each level); the final, exact map is cached like any other result."""
+    from interpret.occlusion_approx import coarse_occlusion
+
+    key = cache_key(handle.key, image_id(), target, "occlusion", params)
+    lru = _cache("attributions", 96)
+    hit = lru.get(key)
+    if hit is not None:
+        return hit
+    x = handle.input_tensor(current_image())
+    final = None
+    for attr in coarse_occlusion(handle, x, target, window=params["window"], stride=params["stride"],
+                                 baseline=params["baseline"], blur_sigma=params["blur_sigma"],
+                                 batch_size=params["batch_size"]):
+        show(attr)
+        final = attr
+    final.params = {**params, "progressive": True}
+    lru.put(key, final)
+    return final
 
 
 def display_image(handle: ModelHandle) -> np.ndarray:
