@@ -57,7 +57,8 @@ def _top(coef: np.ndarray, k: int) -> frozenset:
 
 def lime_fast(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: str = "quickshift",
               seg_params: dict | None = None, num_samples: int = 1000,
-              hide_color: float | tuple[float, float, float] | None = None, seed: int = 0, batch_size: int = 100,
+              hide_color: str | float | tuple[float, float, float] | None = None, seed: int = 0,
+              batch_size: int = 100,
               num_top: int = 5, adaptive: bool = True, min_samples: int = 200, check_every: int = 50,
               patience: int = 6, segments: np.ndarray | None = None,
               progress: Callable[[float], None] | None = None) -> Attribution:
@@ -69,6 +70,9 @@ def lime_fast(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: s
     apart. Deterministic for a given ``seed``. ``segments`` (H×W ints 0…n−1) reuses a segmentation (e.g. the one
     shown already) instead of computing it.
     """
+    from .lime_method import HIDE_COLORS
+
+    hide_color = HIDE_COLORS.get(hide_color, hide_color) if isinstance(hide_color, str) else hide_color
     t0 = time.perf_counter()
     target = int(target)
     pre = handle.preprocess

@@ -174,3 +174,22 @@ if _lime is not None:
         ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling."),
         ParamSpec("batch_size", "int", 50, min=1, max=500, help="Perturbed images per forward pass.")),
         description="Ribeiro et al. 2016: a linear model on superpixels fitted to perturbed images.", slow=True))
+
+try:
+    from .lime_fast import lime_fast as _lime_fast
+except ImportError:  # pragma: no cover
+    _lime_fast = None
+if _lime_fast is not None:
+    register(MethodSpec("lime_fast", "LIME (adaptive, fast)", _lime_fast, True, (
+        ParamSpec("segmentation", "choice", "quickshift", choices=("quickshift", "slic", "felzenszwalb"),
+                  help="Superpixel algorithm."),
+        ParamSpec("seg_params", "dict", None, help="Parameters of the segmentation, as for LIME."),
+        ParamSpec("num_samples", "int", 1000, min=50, max=5000,
+                  help="Most perturbed images; sampling stops earlier once the top superpixels are stable."),
+        ParamSpec("hide_color", "choice", "mean", choices=("mean", "black", "grey", "white"),
+                  help="What a switched-off superpixel is filled with."),
+        ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling."),
+        ParamSpec("adaptive", "bool", True, help="Stop when the top-5 set has not changed for `patience` checks."),
+        ParamSpec("patience", "int", 6, min=1, max=40, help="Checks (every 50 samples) the top set must hold.")),
+        description="LIME with vectorised perturbations, large batches and a stop once the ranking is stable; "
+                    "the page shows the stability.", slow=True))

@@ -16,7 +16,7 @@ st.title("Compare")
 st.caption("Each map is divided by its own largest |value|, so signed maps share one scale on [-1, 1] and "
            "unsigned maps one on [0, 1]; hovering shows the raw value. Titles give each method's compute time.")
 
-QUICK = {"occlusion": {"window": 16, "stride": 16}, "lime": {"num_samples": 300}, "smoothgrad": {"samples": 15},
+QUICK = {"occlusion": {"window": 16, "stride": 16}, "lime": {"num_samples": 300}, "lime_fast": {"num_samples": 300}, "smoothgrad": {"samples": 15},
          "integrated_gradients": {"steps": 16}}
 
 with friendly_errors("The comparison"):

@@ -135,7 +135,16 @@ with friendly_errors("The explanation"):
     stats = pd.DataFrame([{"min": float(show.map.min()), "max": float(show.map.max()),
                            "mean |map|": float(np.abs(show.map).mean()), "seconds": round(attr.seconds, 3)}])
     st.dataframe(stats, hide_index=True)
-    if method == "lime":
+    if method in ("lime", "lime_fast"):
         _lime_details(handle, attr)
+    if attr.extra.get("stability") is not None:
+        hist = attr.extra.get("stability_history") or []
+        st.caption(f"Sampling stopped after {attr.extra.get('samples_used')} samples; stability of the top-5 "
+                   f"superpixels over the last checks: {attr.extra['stability']:.2f} (1 = settled).")
+        if hist:
+            sfig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[o for _, o in hist], mode="lines+markers"))
+            sfig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Top-5 overlap per check",
+                               xaxis_title="samples", yaxis=dict(range=[0, 1.05], title="overlap"))
+            st.plotly_chart(sfig, key="lime_stability")
     st.markdown("**Export**")
     export_buttons(handle, show, fig, "explain_export")

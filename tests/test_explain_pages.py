@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from interpret.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-LIGHT = {"occlusion": {"window": 56, "stride": 56}, "lime": {"num_samples": 40}, "smoothgrad": {"samples": 3},
+LIGHT = {"occlusion": {"window": 56, "stride": 56}, "lime": {"num_samples": 40}, "lime_fast": {"num_samples": 60}, "smoothgrad": {"samples": 3},
          "integrated_gradients": {"steps": 4}}
 
 
