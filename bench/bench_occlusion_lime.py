@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
+from bench.common import lime_setup  # noqa: E402
 
 def _handle(key: str):
     from models import default, zoo
@@ -101,15 +102,7 @@ def bench_lime(h, num_samples: int) -> list[tuple[str, float, float | None]]:
 
     from interpret.lime_method import lime_explain
 
-    x = h.input_tensor(Image.fromarray(data.chelsea()))
-    with torch.inference_mode():
-        target = int(h.net(x).argmax())
-    image = h.preprocess.to_display(x[0]).astype(np.float64)
-
-    def classifier_fn(images):  # what a lime user writes
-        batch = h.preprocess.normalize(torch.from_numpy(images).float().permute(0, 3, 1, 2))
-        with torch.no_grad():
-            return torch.softmax(h.net(batch), dim=1).numpy()
+    x, target, image, classifier_fn = lime_setup(h)
 
     lime_explain(h, x, target, num_samples=20)  # warm-up
     t_lime, exp = _time(lambda: LimeImageExplainer(random_state=0).explain_instance(

@@ -30,6 +30,7 @@ from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
 from bench.bench_occlusion_lime import _handle  # noqa: E402
+from bench.common import lime_setup  # noqa: E402
 
 PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
 
@@ -128,15 +129,7 @@ def bench_lime(h, num_samples: int, seeds: int, repeats: int) -> None:
     from interpret.lime_fast import lime_fast
     from interpret.lime_method import make_segmenter
 
-    x = h.input_tensor(Image.fromarray(data.chelsea()))
-    with torch.inference_mode():
-        target = int(h.net(x).argmax())
-    image = h.preprocess.to_display(x[0]).astype(np.float64)
-
-    def classifier_fn(images):  # what a lime user writes
-        batch = h.preprocess.normalize(torch.from_numpy(images).float().permute(0, 3, 1, 2))
-        with torch.no_grad():
-            return torch.softmax(h.net(batch), dim=1).numpy()
+    x, target, image, classifier_fn = lime_setup(h)
 
     lime_fast(h, x, target, num_samples=50)  # warm-up
     t_lime, t_fast = [], []

@@ -17,7 +17,7 @@ from torch import nn
 
 from .efficientnet_lite import efficientnet_lite0
 from .handle import ModelHandle, Preprocess
-from .zoo import ZOO, DISPLAY, build as zoo_build, preprocess_for
+from .zoo import ZOO, DISPLAY, preprocess_for
 from .default import LITE_PREPROCESS
 
 MAX_WEIGHTS_BYTES = 600 * 1024 * 1024  # VGG16 is 528 MB

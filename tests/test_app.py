@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.apptest_util import navigation_only
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 
@@ -21,21 +23,9 @@ def _pages() -> list[str]:
 
 
 @pytest.fixture(autouse=True)
-def _navigation_only(monkeypatch):
-    """Run app.py on every rerun, as the real server does once st.navigation has been called.
-
-    AppTest resets Streamlit's legacy "pages/ folder" flag before each run, which makes reruns execute the page
-    file alone; a served app calls st.navigation on its first run and keeps the flag off from then on.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    orig = PagesManager.__init__
-
-    def init(self, *a, **k):
-        orig(self, *a, **k)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+def _navigation_only():
+    with navigation_only():
+        yield
 
 
 def _run(page: str | None = None) -> AppTest:

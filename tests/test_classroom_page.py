@@ -8,27 +8,19 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.apptest_util import navigation_only
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def at():
-    from streamlit.runtime.pages_manager import PagesManager
-    orig = PagesManager.__init__
-
-    def init(self, *a, **k):
-        orig(self, *a, **k)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = init
-    try:
+    with navigation_only():
         app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
         app.run()
         app.switch_page(str(ROOT / "pages" / "classroom.py")).run()
         yield app
-    finally:
-        PagesManager.__init__ = orig
 
 
 @pytest.mark.parametrize("variant", ["classroom_clean", "classroom_spurious"])

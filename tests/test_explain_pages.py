@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.apptest_util import navigation_only
+
 from interpret.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,20 +17,10 @@ LIGHT = {"occlusion": {"window": 56, "stride": 56}, "lime": {"num_samples": 40},
 
 @pytest.fixture(scope="module")
 def app():
-    from streamlit.runtime.pages_manager import PagesManager
-    orig = PagesManager.__init__
-
-    def init(self, *a, **k):  # run app.py on every rerun, as the served app does (see tests/test_app.py)
-        orig(self, *a, **k)
-        PagesManager.uses_pages_directory = False
-
-    PagesManager.__init__ = init
-    try:
+    with navigation_only():
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
         at.run()
         yield at
-    finally:
-        PagesManager.__init__ = orig
 
 
 def _click(at, label):
