@@ -196,12 +196,12 @@ def test_untraceable_net_falls_back_to_the_batched_scorer():
 def test_registered_as_the_occlusion_engine_option():
     from interpret.methods import defaults, explain
 
-    assert defaults("occlusion")["engine"] == "batched"
+    assert defaults("occlusion")["engine"] == "incremental"  # the app's default; "batched" stays selectable
     torch.manual_seed(0)
     h = make_handle(_randomise_bn(_plain()).eval(), 24)
     x = torch.randn(1, 3, 24, 24)
-    inc = explain(h, x, 1, "occlusion", window=5, stride=3, engine="incremental")
-    ref = explain(h, x, 1, "occlusion", window=5, stride=3)
+    inc = explain(h, x, 1, "occlusion", window=5, stride=3)
+    ref = explain(h, x, 1, "occlusion", window=5, stride=3, engine="batched")
     assert inc.params["engine"] == "incremental" and inc.extra["engine"] == "incremental"
     assert rel_err(inc.map, ref.map) < 1e-4
     with pytest.raises(ValueError):
