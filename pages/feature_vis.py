@@ -14,7 +14,7 @@ from pages._ui.compute import cache_key, cached
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, png_bytes
 from pages._ui.target import probabilities
-from pages._ui.units_ui import layer_picker
+from pages._ui.units_ui import layer_picker, stop_button
 
 st.title("Synthesized images")
 st.caption("Start from noise and change the image, step by step, so that a chosen channel (or a class score) "
@@ -95,12 +95,8 @@ with friendly_errors("The synthesis"):
         st.info("Choose the objective and settings, then press **Synthesize**.")
         st.stop()
 
-    stop = st.empty()
-    if stop.button("Stop", key="fv_stop", help="Interrupts the optimisation; nothing partial is kept."):
-        st.session_state.pop("fv_request", None)
-        stop.empty()
-        st.info("Stopped. Press **Synthesize** to start again.")
-        st.stop()
+    stop = stop_button("fv_stop", "Stop", "Interrupts the optimisation; nothing partial is kept.", "fv_request",
+                       "Stopped. Press **Synthesize** to start again.")
     live = st.empty()
 
     def run_opt(report):

@@ -14,7 +14,7 @@ from models.images import decode_image
 from pages._ui.compute import cache_key, cached
 from pages._ui.guard import friendly_errors
 from pages._ui.state import cached_samples, current_handle, image_name
-from pages._ui.units_ui import activations, layer_picker
+from pages._ui.units_ui import activations, layer_picker, stop_button
 
 st.title("Top patches")
 st.caption("For a chosen layer and channels, every image of a collection is run through the network; per channel "
@@ -159,12 +159,8 @@ with friendly_errors("The top-patch scan"):
         st.info("Choose the layer, channels and collection, then press **Scan**.")
         st.stop()
 
-    stop = st.empty()
-    if stop.button("Stop scan", key="tp_stop", help="Interrupts the scan at the next batch; nothing partial is kept."):
-        st.session_state.pop("tp_request", None)
-        stop.empty()
-        st.info("Scan stopped. Press **Scan** to start again.")
-        st.stop()
+    stop = stop_button("tp_stop", "Stop scan", "Interrupts the scan at the next batch; nothing partial is kept.",
+                       "tp_request", "Scan stopped. Press **Scan** to start again.")
 
     def run_scan(report):
         return scan(handle, col, entry.name, channels, k=k, per_image=per_image, batch_size=8, call_index=call,

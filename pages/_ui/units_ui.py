@@ -176,3 +176,16 @@ def selectable_grid(fig: go.Figure, acts: ActivationMaps, max_points: int = 40_0
     fig.update_layout(clickmode="event+select", dragmode=False, hovermode="closest")
     fig.update_traces(customdata=None, hovertemplate=None, hoverinfo="skip", selector=dict(type="heatmap"))
     return fig
+
+
+def stop_button(key: str, label: str, help: str, request_key: str, stopped: str):
+    """A Stop button shown while a long run is going. Pressing it reruns the script, which interrupts the run at
+    its next progress update; on that rerun the stored request is dropped so the run does not start again.
+    Returns the placeholder, to be emptied when the run finishes."""
+    stop = st.empty()
+    if stop.button(label, key=key, help=help):
+        st.session_state.pop(request_key, None)
+        stop.empty()
+        st.info(stopped)
+        st.stop()
+    return stop
