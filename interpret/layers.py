@@ -67,22 +67,6 @@ def conv_layers(net: nn.Module) -> list[str]:
     return [l.name for l in list_layers(net, ("conv",))]
 
 
-def output_shapes(net: nn.Module, input_size: tuple[int, int] = (224, 224), lock=None
-                  ) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, output shape) of every leaf module in call order, from one forward pass on zeros.
-
-    Pass the model's lock when ``net`` is shared (a ModelHandle's ``lock``)."""
-    order: list[tuple[str, tuple[int, ...]]] = []
-    with hooked(lock if lock is not None else threading.RLock()) as hs:
-        for name, m in net.named_modules():
-            if name and not list(m.children()):
-                hs.forward(m, lambda mod, i, o, name=name: order.append((name, tuple(o.shape)))
-                           if torch.is_tensor(o) else None)
-        with torch.no_grad():
-            net(torch.zeros(1, 3, *input_size))
-    return order
-
-
 def last_conv_block(net: nn.Module, input_size: tuple[int, int] = (224, 224), lock=None) -> str:
     """The usual Grad-CAM layer: the last module (outermost of those returning the same tensor) whose output
     is still a spatial map (N, C, H, W with H, W > 1) and not a pooling or dropout output — ``layer4`` on

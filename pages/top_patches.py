@@ -111,13 +111,8 @@ with friendly_errors("The top-patch scan"):
     n_ch = entry.calls[call][0]
 
     sources = {"bundled": f"Bundled photos ({len(cached_samples())})", "upload": "Upload images or a zip"}
-    try:
-        from models import classroom  # noqa: F401
-
-        if handle.family == "classroom":
-            sources["classroom"] = "Classroom dataset (120 generated images)"
-    except ImportError:
-        pass
+    if handle.family == "classroom":
+        sources["classroom"] = "Classroom dataset (120 generated images)"
     if os.environ.get(COLLECTION_ENV):
         sources["folder"] = f"Server folder ({os.environ[COLLECTION_ENV]})"
     kind = st.radio("Collection", list(sources), format_func=sources.get, horizontal=True, key="tp_source")

@@ -141,10 +141,6 @@ def image_name() -> str:
     return st.session_state["image_name"]
 
 
-def model_id(handle: ModelHandle) -> str:
-    return handle.key
-
-
 def sidebar() -> None:
     """Model and image choice; every failure ends in a message, never in a lost session."""
     _run.marker = _this_run()
@@ -238,11 +234,6 @@ def _user_weights_form() -> None:
         ss.pop("model_select", None)
         st.success(f"Loaded {h.name}: {h.num_classes} classes.")
         st.rerun()
-
-
-def model_image() -> Image.Image:
-    """The current image as the current model sees it (resized and cropped)."""
-    return current_handle().preprocess.view(current_image())
 
 
 def png_bytes(img: Image.Image) -> bytes:
