@@ -9,7 +9,8 @@ which lets one conv call serve the whole batch. Box inputs are gathered from the
 pasted in, padded as the layer pads (zeros for convolutions, −inf for max pooling), so borders are exact.
 
 The network is walked as a torch.fx graph of a private, batch-norm-folded, eval-mode deep copy (traced once per
-model under a global lock, cached per net; the shared ``handle.net`` is never touched). Nodes the walker does not
+model with a tracer confined to its own thread, so other sessions' forward passes meanwhile are unaffected; cached
+per net; the shared ``handle.net`` is never touched). Nodes the walker does not
 know are computed on whole maps (still exact). A net fx cannot trace raises ``NotTraceable``; callers fall back to
 the batched scorer.
 
@@ -36,6 +37,7 @@ from torch import fx, nn
 
 from models.handle import ModelHandle
 
+from .fx_trace import confined_trace
 from .result import Attribution
 
 
@@ -43,7 +45,7 @@ class NotTraceable(RuntimeError):
     """torch.fx could not trace the network (data-dependent control flow)."""
 
 
-_TRACE_LOCK = threading.Lock()  # fx patches nn.Module.__call__ process-wide while tracing
+_TRACE_LOCK = threading.Lock()  # one trace at a time (fx's patches of nn.Module nest, they are not re-entrant)
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[int, object]]" = weakref.WeakKeyDictionary()
 
 
@@ -71,7 +73,7 @@ def traced_copy(handle: ModelHandle) -> fx.GraphModule:
         from torch.fx.experimental.optimization import fuse
 
         with _TRACE_LOCK:
-            gm = fuse(net_copy, inplace=True)
+            gm = fuse(confined_trace(net_copy), inplace=True, no_trace=True)
     except Exception as e:  # noqa: BLE001 - any tracing failure means "not handled"
         with handle.lock:
             _CACHE[net] = (version, e)

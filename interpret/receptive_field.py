@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
+from .fx_trace import confined_trace
 from .hooks import hooked
 
 Pair = tuple[int, int]
@@ -274,7 +275,7 @@ def _shape_prop(gm: fx.GraphModule, input_size: Pair, lock) -> None:
 
 def _fx_table(net: nn.Module, input_size: Pair, lock) -> RFTable:
     with lock:
-        gm = fx.symbolic_trace(net)
+        gm = confined_trace(net)
     _shape_prop(gm, input_size, lock)
     mods = dict(net.named_modules())
     geo: dict[fx.Node, _Geo] = {}
