@@ -66,7 +66,7 @@ def make_segmenter(segmentation: str = "quickshift", seg_params: dict | None = N
 def lime_explain(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: str = "quickshift",
                  seg_params: dict | None = None, num_samples: int = 1000,
                  hide_color: str | float | tuple[float, float, float] | None = None, seed: int = 0,
-                 batch_size: int = 50, num_top: int = 5,
+                 batch_size: int = 10, num_top: int = 5,
                  progress: Callable[[float], None] | None = None) -> Attribution:
     """LIME weights of the superpixels for the target's softmax probability, painted on their segments (signed).
 
