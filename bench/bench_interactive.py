@@ -4,7 +4,7 @@ CAM, Grad-CAM, saliency and guided-backprop figures, and switching layer or chan
     python -m bench.bench_interactive [--repeats R] [--threads N]
 
 Each step is what the pages run (decode → preprocess → method → plotly figure → JSON the browser receives);
-a bare forward pass is timed beside it. Budgets from the speed issue: ≤ 1 s for a new upload, ≤ 150 ms for a
+a bare forward pass and captum's Grad-CAM, saliency and guided backprop on the same input are timed beside it. Budgets from the speed issue: ≤ 1 s for a new upload, ≤ 150 ms for a
 layer or channel switch.
 """
 from __future__ import annotations
@@ -37,14 +37,10 @@ def _median(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None)
-    a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    h = default.load()
+def measure(h, repeats: int = 5) -> list[tuple[str, float, float | None]]:
+    """(step, median seconds, budget or None) for a bare forward pass, captum's Grad-CAM + saliency + guided
+    backprop on the same input (the peer, attributions only, no figures), a new upload to our four figures, and the
+    three switches."""
     buf = io.BytesIO()
     Image.fromarray(data.chelsea()).save(buf, "JPEG", quality=92)
     upload = buf.getvalue()
@@ -90,17 +86,40 @@ def main() -> None:
         with torch.no_grad():
             h.net(x)
 
-    rows = [("bare forward pass", _median(forward, a.repeats), None),
-            ("new upload → CAM, Grad-CAM, saliency, guided backprop figures", _median(new_upload, a.repeats), 1.0),
-            ("switch Grad-CAM layer", _median(switch_gradcam_layer, a.repeats), 0.15),
-            ("switch activation-map layer (64 maps)", _median(switch_activation_layer, a.repeats), 0.15),
-            ("switch channel / unit (map + receptive-field box)", _median(switch_channel, a.repeats), 0.15)]
-    print(f"torch threads: {torch.get_num_threads()}; median of {a.repeats}")
+    def captum_maps():
+        from captum.attr import GuidedBackprop, LayerGradCam, Saliency
+
+        xg = x.clone().requires_grad_(True)
+        LayerGradCam(h.net, h.net.get_submodule(layers[-1])).attribute(xg, target=target)
+        Saliency(h.net).attribute(xg, target=target)
+        GuidedBackprop(h.net).attribute(xg, target=target)
+
+    return [("bare forward pass", _median(forward, repeats), None),
+            ("captum Grad-CAM + saliency + guided backprop (maps only)", _median(captum_maps, repeats), None),
+            ("new upload → CAM, Grad-CAM, saliency, guided backprop figures", _median(new_upload, repeats), 1.0),
+            ("switch Grad-CAM layer", _median(switch_gradcam_layer, repeats), 0.15),
+            ("switch activation-map layer (64 maps)", _median(switch_activation_layer, repeats), 0.15),
+            ("switch channel / unit (map + receptive-field box)", _median(switch_channel, repeats), 0.15)]
+
+
+def report(rows: list[tuple[str, float, float | None]]) -> None:
     print(f"{'step':62s} {'seconds':>8s} {'budget':>7s} {'× forward':>9s}")
     fwd = rows[0][1]
     for name, t, budget in rows:
         ok = "" if budget is None else ("ok" if t <= budget else "OVER")
         print(f"{name:62s} {t:8.3f} {'' if budget is None else f'{budget:.2f}':>7s} {t / fwd:9.1f} {ok}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    rows = measure(default.load(), a.repeats)
+    print(f"torch threads: {torch.get_num_threads()}; median of {a.repeats}")
+    report(rows)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """Issue 7 speed figures: fast exact and approximate occlusion vs captum's Occlusion, the coarse first map, and fast
 LIME vs lime's explain_instance, side by side in one process.
 
-    python -m bench.bench_speed [--quick] [--threads 2] [--models efficientnet_lite0,resnet18,vgg16] [--no-lime]
+    python -m bench.bench_speed [--quick] [--threads 2] [--models efficientnet_lite0,resnet18,vgg16] [--repeats 3]
+                                [--lime-seeds 3] [--no-occlusion] [--no-lime] [--no-interactive]
 
 Occlusion: zero baseline, 224², window 15, stride 8 (784 windows; --quick: window 31, stride 16, 196 windows), chelsea.
 captum ``Occlusion`` is timed at several ``perturbations_per_eval`` and its best is the reference; each side is run
 ``--repeats`` times interleaved (ours, captum, ours, …) and the median kept. Printed beside each time: the ratio to
 captum's best and the map's max relative error to captum's map (exact) or the SSIM / same-maximum figure to the
 exact map (approximate). Without ImageNet weights in the hub cache, resnet18 / vgg16 have random weights.
-LIME on the default model: lime's ``explain_instance`` defaults (1000 samples, batch 10, top 5 labels) vs
-``lime_fast`` (adaptive); trust: on coffee, chelsea, astronaut and rocket, with one fixed segmentation per photo,
-the mean top-5 overlap of ``lime_fast`` (seed i) with a 1000-sample lime run (seed j ≠ i), beside the overlap of two
-1000-sample lime runs (seeds i ≠ j).
+LIME on the default model, on every bundled photo and ``--lime-seeds`` seeds: lime's ``explain_instance`` defaults
+(1000 samples, batch 10, top 5 labels) vs ``lime_fast`` (adaptive), both on one seeded quickshift segmentation per
+photo whose time is charged to both; trust: the mean top-5 overlap of ``lime_fast`` (seed i) with a 1000-sample
+lime run (seed j ≠ i), beside the overlap of two 1000-sample lime runs (seeds i ≠ j).
+Interactive views on the default model (``bench.bench_interactive``). The run ends with the five figures beside
+their peers and goals.
 """
 from __future__ import annotations
 
@@ -30,9 +33,8 @@ from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
 from bench.bench_occlusion_lime import _handle  # noqa: E402
-from bench.common import lime_setup  # noqa: E402
+from models.images import sample_images  # noqa: E402
 
-PHOTOS = ("coffee", "chelsea", "astronaut", "rocket")
 
 
 def _time(fn):
@@ -49,7 +51,8 @@ def _row(label: str, t: float, ref: float, note: str = "") -> None:
     print(f"{label:46} {t:8.2f} {ref / t:8.1f}x  {note}")
 
 
-def bench_occlusion(h, window: int, stride: int, ppes: list[int], repeats: int, approx: bool) -> None:
+def bench_occlusion(h, window: int, stride: int, ppes: list[int], repeats: int, approx: bool) -> dict:
+    """Print the occlusion rows for one model; return its figures for the summary."""
     from captum.attr import Occlusion
 
     from interpret.incremental import occlusion_incremental
@@ -88,86 +91,93 @@ def bench_occlusion(h, window: int, stride: int, ppes: list[int], repeats: int, 
         floor = "" if p == best or len(cap_maps) < 2 else f"rel.err to best {_rel(cap_maps[p], ref):.1e}"
         _row(f"captum Occlusion ppe={p}" + (" (best)" if p == best else ""), statistics.median(cap_t[p]), ref_t,
              floor)
-    _row("ours exact (incremental)", statistics.median(ours_t), ref_t,
-         f"max rel.err to captum {_rel(ours.map, ref):.1e}  [{ours.extra['engine']}]")
+    fig = {"captum": ref_t, "exact": statistics.median(ours_t), "err": _rel(ours.map, ref)}
+    _row("ours exact (incremental)", fig["exact"], ref_t,
+         f"max rel.err to captum {fig['err']:.1e}  [{ours.extra['engine']}]")
     if approx:
         q = quality(apx.map, ours.map)
-        _row(f"ours approx (tol 0.05, bf16 Δ) {apx.extra['fraction']:.0%} windows", statistics.median(apx_t), ref_t,
+        fig.update(approx=statistics.median(apx_t), ssim=q["ssim"], same_max=bool(q["same_argmax"]))
+        _row(f"ours approx (tol 0.05, bf16 Δ) {apx.extra['fraction']:.0%} windows", fig["approx"], ref_t,
              f"SSIM {q['ssim']:.3f}, same max {q['same_argmax']}")
-    t0 = time.perf_counter()
-    first = next(iter(coarse_occlusion(h, x, target, window=window, stride=stride, low_precision=True)))
-    t_first = time.perf_counter() - t0
+    firsts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        first = next(iter(coarse_occlusion(h, x, target, window=window, stride=stride, low_precision=True)))
+        firsts.append(time.perf_counter() - t0)
+    fig["first"] = statistics.median(firsts)
     q = quality(first.map, ours.map)
-    print(f"coarse first map: {t_first:.2f} s ({first.extra['evaluated']} windows), "
+    print(f"coarse first map: {fig['first']:.2f} s ({first.extra['evaluated']} windows), "
           f"SSIM {q['ssim']:.3f} to the exact map")
+    return fig
 
 
-def _lime_ref(h, image, segments, target, seed, num_samples=1000):
-    from lime.lime_image import LimeImageExplainer
+def _classifier(h):
+    """The classifier function a plain ``lime`` user writes: numpy images in, softmax probabilities out."""
 
     def classifier_fn(images):
         batch = h.preprocess.normalize(torch.from_numpy(images).float().permute(0, 3, 1, 2))
-        with torch.inference_mode():
-            return torch.softmax(h.net(batch), dim=1).double().numpy()
+        with torch.no_grad():
+            return torch.softmax(h.net(batch), dim=1).numpy()
 
-    exp = LimeImageExplainer(random_state=seed).explain_instance(
-        image, classifier_fn, labels=(target,), top_labels=None, num_samples=num_samples, batch_size=50,
-        segmentation_fn=lambda img: segments, random_seed=seed)
-    w = np.zeros(int(segments.max()) + 1)
-    for s, v in exp.local_exp[target]:
-        w[s] = v
-    return w
+    return classifier_fn
 
 
 def _top5(w) -> set:
     return set(np.argsort(-np.asarray(w), kind="stable")[:5].tolist())
 
 
-def bench_lime(h, num_samples: int, seeds: int, repeats: int) -> None:
+def bench_lime(h, num_samples: int, seeds: int) -> dict:
+    """Print LIME's time and trust rows over the bundled photos; return the figures for the summary.
+
+    Per photo: one seeded quickshift segmentation (lime's default parameters), timed once and charged to both sides;
+    then for each seed, lime's ``explain_instance`` at its defaults (1000 samples, batch 10, top 5 labels) and
+    ``lime_fast`` (adaptive) on that segmentation, each timed.
+    """
     from lime.lime_image import LimeImageExplainer
 
     from interpret.lime_fast import lime_fast
     from interpret.lime_method import make_segmenter
 
-    x, target, image, classifier_fn = lime_setup(h)
-
-    lime_fast(h, x, target, num_samples=50)  # warm-up
-    t_lime, t_fast = [], []
-    for _ in range(repeats):
-        t, _ = _time(lambda: LimeImageExplainer(random_state=0).explain_instance(image, classifier_fn,
-                                                                                num_samples=num_samples))
-        t_lime.append(t)
-        t, fast = _time(lambda: lime_fast(h, x, target, num_samples=num_samples, seed=0))
-        t_fast.append(t)
-    ref = statistics.median(t_lime)
-    print(f"{'side':46} {'seconds':>8} {'speed-up':>9}")
-    _row(f"lime explain_instance defaults ({num_samples}, batch 10)", ref, ref)
-    _row("ours lime_fast (adaptive)", statistics.median(t_fast), ref,
-         f"{fast.extra['samples_used']} samples, stability {fast.extra['stability']}")
-    # trust: same segmentation per photo; fast seed i vs lime seed j≠i, and lime i vs lime j
-    ll, fl, used = [], [], []
-    for name in PHOTOS:
-        xp = h.input_tensor(Image.fromarray(getattr(data, name)()))
+    classifier_fn = _classifier(h)
+    photos = sample_images()
+    lime_fast(h, h.input_tensor(photos["coffee"]), 0, num_samples=50)  # builds the frozen copy once, untimed
+    print(f"{'photo':22} {'superpixels':>11} {'lime s':>7} {'fast s':>7} {'speed-up':>8} {'samples':>8}   "
+          f"top-5 agreement lime↔lime, fast↔lime")
+    ll, fl, used, t_lime, t_fast = [], [], [], [], []
+    for name, photo in photos.items():
+        xp = h.input_tensor(photo)
         with torch.inference_mode():
             tp = int(h.net(xp).argmax())
         img = h.preprocess.to_display(xp[0]).astype(np.float64)
-        segs = make_segmenter("quickshift", None, 0)(img)
-        lime_w = [_lime_ref(h, img, segs, tp, s, num_samples) for s in range(seeds)]
-        fast_w = []
+        t_seg, segs = _time(lambda: make_segmenter("quickshift", None, 0)(img))
+        n_seg = int(segs.max()) + 1
+        lime_w, fast_w, tl, tf, u = [], [], [], [], []
         for s in range(seeds):
-            a = lime_fast(h, xp, tp, num_samples=num_samples, seed=s, segments=segs)
-            fast_w.append([a.extra["weights"][k] for k in range(int(segs.max()) + 1)])
-            used.append(a.extra["samples_used"])
-        for i in range(seeds):
-            for j in range(seeds):
-                if i != j:
-                    fl.append(len(_top5(fast_w[i]) & _top5(lime_w[j])) / 5)
-                    if i < j:
-                        ll.append(len(_top5(lime_w[i]) & _top5(lime_w[j])) / 5)
-        print(f"  {name:10} lime↔lime {np.mean(ll[-(seeds * (seeds - 1) // 2):]):.2f}   "
-              f"fast↔lime {np.mean(fl[-(seeds * (seeds - 1)):]):.2f}   ({int(segs.max()) + 1} superpixels)")
-    print(f"top-5 agreement, mean over {len(PHOTOS)} photos: lime↔lime {np.mean(ll):.3f}, "
-          f"fast↔lime {np.mean(fl):.3f} (fast used {np.mean(used):.0f} samples on average)")
+            t, exp = _time(lambda s=s: LimeImageExplainer(random_state=s).explain_instance(
+                img, classifier_fn, num_samples=num_samples, segmentation_fn=lambda _: segs, random_seed=s))
+            tl.append(t_seg + t)
+            w = np.zeros(n_seg)
+            for k, v in exp.local_exp[tp]:
+                w[k] = v
+            lime_w.append(w)
+            t, a = _time(lambda s=s: lime_fast(h, xp, tp, num_samples=num_samples, seed=s, segments=segs))
+            tf.append(t_seg + t)
+            fast_w.append([a.extra["weights"][k] for k in range(n_seg)])
+            u.append(a.extra["samples_used"])
+        pl = [len(_top5(lime_w[i]) & _top5(lime_w[j])) / 5 for i in range(seeds) for j in range(i + 1, seeds)]
+        pf = [len(_top5(fast_w[i]) & _top5(lime_w[j])) / 5 for i in range(seeds) for j in range(seeds) if i != j]
+        ll += pl
+        fl += pf
+        used += u
+        t_lime += tl
+        t_fast += tf
+        print(f"{name:22} {n_seg:11d} {np.mean(tl):7.2f} {np.mean(tf):7.2f} {np.mean(tl) / np.mean(tf):7.1f}x "
+              f"{np.mean(u):8.0f}   {np.mean(pl):.2f}, {np.mean(pf):.2f}")
+    lime_t, fast_t = float(np.mean(t_lime)), float(np.mean(t_fast))
+    print(f"mean over {len(photos)} photos × {seeds} seeds: lime {lime_t:.2f} s, fast {fast_t:.2f} s "
+          f"({lime_t / fast_t:.1f}x, {np.mean(used):.0f} samples); top-5 agreement lime↔lime {np.mean(ll):.3f}, "
+          f"fast↔lime {np.mean(fl):.3f}")
+    return {"lime": lime_t, "fast": fast_t, "lime_lime": float(np.mean(ll)), "fast_lime": float(np.mean(fl))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-lime", action="store_true")
     ap.add_argument("--no-occlusion", action="store_true")
+    ap.add_argument("--no-interactive", action="store_true")
+    ap.add_argument("--lime-seeds", type=int, default=3, help="seeds per photo for the LIME agreement figure")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -185,21 +197,66 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 1 if args.quick else args.repeats
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}, "
           f"224x224, window {window}, stride {stride}, median of {repeats}")
+    occ: dict[str, dict] = {}
+    lime_fig = inter = None
     if not args.no_occlusion:
-        for key in args.models.split(","):
-            h = _handle(key.strip())
+        for key in (k.strip() for k in args.models.split(",")):
+            h = _handle(key)
             print(f"\n## occlusion · {h.name}")
-            ppes = [16, 64] if key.strip() == "vgg16" else [16, 64, 128]
-            bench_occlusion(h, window, stride, ppes, 1 if key.strip() == "vgg16" else repeats,
-                            approx=key.strip() != "vgg16")
-    if not args.no_lime:
+            ppes = [16, 64] if key == "vgg16" else [16, 64, 128]
+            occ[key] = bench_occlusion(h, window, stride, ppes, 1 if key == "vgg16" else repeats,
+                                       approx=key != "vgg16")
+    if not args.no_lime or not args.no_interactive:
         from models import default
 
         h = default.load()
-        print(f"\n## LIME · {h.name}")
-        bench_lime(h, 1000, 2 if args.quick else 3, repeats)
+        if not args.no_lime:
+            print(f"\n## LIME · {h.name}")
+            lime_fig = bench_lime(h, 1000, 2 if args.quick else args.lime_seeds)
+        if not args.no_interactive:
+            from bench.bench_interactive import measure, report
+
+            print(f"\n## interactive views · {h.name} (median of {3 if args.quick else 5})")
+            inter = measure(h, 3 if args.quick else 5)
+            report(inter)
+    summary(occ, lime_fig, inter)
     return 0
 
+
+def summary(occ: dict[str, dict], lime_fig: dict | None, inter: list | None) -> None:
+    """The issue's five figures, each beside its peer and its goal."""
+    print("\n## the five figures (goal → measured)")
+    goals = {"vgg16": 6.0, "resnet18": 2.5, "efficientnet_lite0": 1.5}
+    rows = []
+    for key, f in occ.items():
+        rows.append((f"1 exact occlusion {key}", f"captum {f['captum']:.2f} s", f"{f['exact']:.2f} s",
+                     f["captum"] / f["exact"], f"≥ {goals.get(key, 1.0)}×, err ≤ 1e-4 (err {f['err']:.1e})",
+                     f["captum"] / f["exact"] >= goals.get(key, 1.0) and f["err"] <= 1e-4))
+    if "resnet18" in occ and "approx" in occ["resnet18"]:
+        f = occ["resnet18"]
+        rows.append(("2 approximate occlusion resnet18", f"captum {f['captum']:.2f} s", f"{f['approx']:.2f} s",
+                     f["captum"] / f["approx"], f"≥ 10×, SSIM ≥ 0.9 (SSIM {f['ssim']:.3f}, same max {f['same_max']})",
+                     f["captum"] / f["approx"] >= 10 and f["ssim"] >= 0.9 and f["same_max"]))
+    if "efficientnet_lite0" in occ:
+        f = occ["efficientnet_lite0"]
+        rows.append(("3 first occlusion map, default model", f"exact map {f['exact']:.2f} s", f"{f['first']:.2f} s",
+                     f["exact"] / f["first"], "≤ 1 s", f["first"] <= 1.0))
+    if lime_fig:
+        f = lime_fig
+        rows.append(("4 LIME, default model", f"lime {f['lime']:.2f} s", f"{f['fast']:.2f} s", f["lime"] / f["fast"],
+                     f"≥ 3×, agreement ≥ lime↔lime ({f['fast_lime']:.3f} vs {f['lime_lime']:.3f})",
+                     f["lime"] / f["fast"] >= 3 and f["fast_lime"] >= f["lime_lime"]))
+    if inter:
+        fwd, cap = inter[0][1], inter[1][1]
+        up = inter[2][1]
+        rows.append(("5 upload → 4 explanation plots", f"captum 3 maps {cap:.3f} s", f"{up:.3f} s", cap / up, "≤ 1 s",
+                     up <= 1.0))
+        worst = max(sec for _, sec, budget in inter[3:])
+        rows.append(("5 slowest layer/channel switch", f"forward {fwd:.3f} s", f"{worst:.3f} s", fwd / worst,
+                     "≤ 0.15 s", all(sec <= 0.15 for _, sec, _ in inter[3:])))
+    print(f"{'figure':40} {'peer':>22} {'ours':>9} {'ratio':>7}  goal")
+    for name, peer, ours, ratio, goal, ok in rows:
+        print(f"{name:40} {peer:>22} {ours:>9} {ratio:6.1f}×  {goal}  {'MET' if ok else 'NOT MET'}")
 
 if __name__ == "__main__":
     sys.exit(main())

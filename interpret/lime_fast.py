@@ -1,23 +1,34 @@
-"""Fast LIME: lime's sampling, kernel and ridge fit, with vectorised perturbation and a sampling loop that stops
-when the top superpixels stop changing.
+"""Fast LIME: lime's kernel and ridge fit on a better sampling design, with vectorised perturbation, a frozen copy of
+the net, and a sampling loop that stops when the top superpixels stop changing.
 
 What is the same as ``interpret.lime_method.lime_explain`` (lime's ``explain_instance``): the segmentation (the
-same seeded segmenter), the on/off samples (drawn from ``RandomState(seed)`` exactly as lime draws them, first row
-all on), the hidden colour (segment mean by default), the cosine-distance exponential kernel (width 0.25) and the
-``Ridge(alpha=1)`` fit of the target's softmax probability. With ``adaptive=False`` the result equals lime's up to
-float rounding.
+same seeded segmenter), the hidden colour (segment mean by default), every sample's distribution (each superpixel
+on or off with probability ½; the first sample all on), the cosine-distance exponential kernel (width 0.25) and the
+``Ridge(alpha=1)`` fit of the target's softmax probability; so both estimate the same weights. With
+``design="lime"`` the samples are lime's own draws from ``RandomState(seed)`` and, with ``adaptive=False``, the
+result equals lime's up to float rounding (tested).
+
+The default ``design="orthogonal"`` draws the samples in blocks from a Hadamard matrix: per block, ``n`` of its
+non-constant columns chosen at random, each with a random sign, and every row followed later in the block by its
+complement (a foldover). Each row is still uniform over all on/off patterns, but within a block the superpixels are
+exactly balanced and mutually orthogonal, and the foldover stops the pairwise interactions of superpixels from
+leaking into the linear weights (a resolution-IV design; cf. the paired sampling of Covert & Lee 2021 for
+KernelSHAP). The estimate is less noisy per sample: on the six bundled photos its top 5 after 500 samples agreed
+with lime's 1000-sample top 5 as often as two 1000-sample lime runs agree with each other (0.868 vs 0.867), where
+lime's own draws needed about 1000.
 
 What is faster: all perturbed images of a batch are one tensor expression ``fudged + (image − fudged) · mask`` built
 in the model's input space from the segment masks (lime copies and masks each image in numpy), the batches go
-through a private BN-folded channels-last copy of the net (``interpret.incremental.traced_copy``), and with
+through a private BN-folded, frozen copy of the net (``interpret.frozen.frozen_copy``), and with
 ``adaptive=True`` sampling stops once the top-``num_top`` superpixels have been the same for ``patience``
 consecutive checks. ``extra["stability"]`` (share of the last checks agreeing with the final top set) and
 ``extra["samples_used"]`` say how settled the answer was, for the UI to show.
 
-Written by hand (the perturbation loop and early stop) because lime's own loop is the slow part.
+Written by hand: lime has neither the design nor the early stop, and its per-image numpy loop is the slow part.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable
 
@@ -27,7 +38,7 @@ from sklearn.linear_model import Ridge
 
 from models.handle import ModelHandle
 
-from .incremental import NotTraceable, traced_copy
+from .frozen import NotTraceable, frozen_copy
 from .lime_method import make_segmenter
 from .result import Attribution
 
@@ -51,6 +62,35 @@ def _ridge_coef(data: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1
     return np.linalg.solve(a, (xc * w[:, None]).T @ yc)
 
 
+@functools.lru_cache(maxsize=8)
+def _hadamard_columns(m: int) -> np.ndarray:
+    """Sylvester's m × m Hadamard matrix without its constant first column."""
+    from scipy.linalg import hadamard
+
+    return hadamard(m)[:, 1:]
+
+
+def orthogonal_design(num_samples: int, n_seg: int, rng: np.random.RandomState) -> np.ndarray:
+    """``num_samples`` × ``n_seg`` on/off rows from randomised Hadamard foldover blocks (module docstring): per block
+    of 2m rows, the m Hadamard rows in random order on ``n_seg`` random columns with random signs, then the same
+    rows complemented. The first row is all on, as lime's. Beyond 1023 superpixels (blocks far longer than any
+    sampling budget) the rows are lime's independent draws."""
+    if n_seg > 1023:
+        data = rng.randint(0, 2, (num_samples, n_seg))
+        data[0, :] = 1
+        return data
+    m = 1 << max(6, int(n_seg).bit_length())  # a power of two > n_seg: enough non-constant columns
+    h = _hadamard_columns(m)
+    blocks, total = [], 0
+    while total < num_samples:
+        v = h[rng.permutation(m)][:, rng.choice(m - 1, n_seg, replace=False)] * rng.choice([-1, 1], n_seg)
+        blocks += [v, -v]
+        total += 2 * m
+    data = (np.concatenate(blocks)[:num_samples] > 0).astype(np.int64)
+    data[0, :] = 1
+    return data
+
+
 def _top(coef: np.ndarray, k: int) -> frozenset:
     return frozenset(np.argsort(-coef, kind="stable")[:k].tolist())
 
@@ -58,18 +98,21 @@ def _top(coef: np.ndarray, k: int) -> frozenset:
 def lime_fast(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: str = "quickshift",
               seg_params: dict | None = None, num_samples: int = 1000,
               hide_color: str | float | tuple[float, float, float] | None = None, seed: int = 0,
-              batch_size: int = 10,
-              num_top: int = 5, adaptive: bool = True, min_samples: int = 200, check_every: int = 50,
-              patience: int = 6, segments: np.ndarray | None = None,
+              batch_size: int = 5, design: str = "orthogonal",
+              num_top: int = 5, adaptive: bool = True, min_samples: int = 200, check_every: int = 25,
+              patience: int = 8, segments: np.ndarray | None = None,
               progress: Callable[[float], None] | None = None) -> Attribution:
     """LIME weights of the superpixels for the target's softmax probability (``lime_explain``'s contract and
     ``extra``: "segments", "weights", "top_positive", "top_negative", "score", "intercept", "local_pred"), plus
     "samples_used", "stability" and "stability_history" [(samples, overlap of the top set with the previous
     check)]. ``num_samples`` is the most samples drawn; with ``adaptive`` sampling stops early (never before
     ``min_samples``) when the top-``num_top`` set is unchanged over ``patience`` checks ``check_every`` samples
-    apart. Deterministic for a given ``seed``. ``batch_size`` 10 is deliberate: on a 2-core CPU the default model
-    costs 7.8 ms per image at 10 per batch and 15 ms at 100, whose expanded activations no longer stay in cache. ``segments`` (H×W ints 0…n−1) reuses a segmentation (e.g. the one
-    shown already) instead of computing it.
+    apart (defaults: the same top 5 over the last 200 samples, chosen on the bundled photos, where it stops after
+    about 630 samples and agrees with 1000-sample lime runs more often than they agree with each other).
+    ``design`` is "orthogonal" (module docstring) or "lime" (lime's own draws). Deterministic for a given ``seed``.
+    Small batches are deliberate: on a 2-core CPU the frozen default model costs about 5 ms per image at 4–5 per
+    batch, 6 ms at 8 and far more at 100, whose activations leave the cache. ``segments`` (H×W ints 0…n−1) reuses
+    a segmentation (e.g. the one shown already) instead of computing it.
     """
     from .lime_method import HIDE_COLORS
 
@@ -94,10 +137,15 @@ def lime_fast(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: s
     seg_t = torch.from_numpy(segments)
 
     rng = np.random.RandomState(seed)
-    data = rng.randint(0, 2, num_samples * n_seg).reshape(num_samples, n_seg)  # lime's draw, in lime's order
-    data[0, :] = 1
+    if design == "lime":
+        data = rng.randint(0, 2, num_samples * n_seg).reshape(num_samples, n_seg)  # lime's draw, in lime's order
+        data[0, :] = 1
+    elif design == "orthogonal":
+        data = orthogonal_design(num_samples, n_seg, rng)
+    else:
+        raise ValueError(f"design must be 'orthogonal' or 'lime', not {design!r}")
     try:
-        net = traced_copy(handle)
+        net = frozen_copy(handle, x_img[None].expand(min(batch_size, num_samples), -1, -1, -1))
         lock = None
     except NotTraceable:
         net, lock = handle.net, handle.lock
@@ -143,7 +191,7 @@ def lime_fast(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: s
     return Attribution(
         method="lime_fast", target=target, map=coef[segments].astype(np.float64), signed=True,
         params={"segmentation": segmentation, "seg_params": dict(seg_params or {}), "num_samples": num_samples,
-                "hide_color": hide_color, "seed": seed, "adaptive": adaptive},
+                "hide_color": hide_color, "seed": seed, "adaptive": adaptive, "design": design},
         extra={"segments": segments, "weights": weights,
                "top_positive": [s for s, w in reversed(ranked) if w > 0][:num_top],
                "top_negative": [s for s, w in ranked if w < 0][:num_top],

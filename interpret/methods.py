@@ -190,8 +190,11 @@ if _lime_fast is not None:
                   help="What a switched-off superpixel is filled with."),
         ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling."),
         ParamSpec("adaptive", "bool", True, help="Stop when the top-5 set has not changed for `patience` checks."),
-        ParamSpec("patience", "int", 6, min=1, max=40, help="Checks (every 50 samples) the top set must hold."),
-        ParamSpec("batch_size", "int", 10, min=1, max=500,
+        ParamSpec("patience", "int", 8, min=1, max=40, help="Checks (every 25 samples) the top set must hold."),
+        ParamSpec("design", "choice", "orthogonal", choices=("orthogonal", "lime"),
+                  help="orthogonal: balanced Hadamard foldover blocks, less noisy per sample; lime: lime's own "
+                       "independent draws."),
+        ParamSpec("batch_size", "int", 5, min=1, max=500,
                   help="Perturbed images per forward pass (small batches keep activations in cache: faster on CPU).")),
-        description="LIME with vectorised perturbations, a BN-folded copy of the net and a stop once the ranking is stable; "
-                    "the page shows the stability.", slow=True))
+        description="LIME with an orthogonal sampling design, vectorised perturbations, a frozen copy of the net "
+                    "and a stop once the ranking is stable; the page shows the stability.", slow=True))
