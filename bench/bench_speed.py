@@ -2,7 +2,7 @@
 LIME vs lime's explain_instance, side by side in one process.
 
     python -m bench.bench_speed [--quick] [--threads 2] [--models efficientnet_lite0,resnet18,vgg16] [--repeats 3]
-                                [--lime-seeds 3] [--no-occlusion] [--no-lime] [--no-interactive]
+                                [--lime-seeds 5] [--no-occlusion] [--no-lime] [--no-interactive]
 
 Occlusion: zero baseline, 224², window 15, stride 8 (784 windows; --quick: window 31, stride 16, 196 windows), chelsea.
 captum ``Occlusion`` is timed at several ``perturbations_per_eval`` and its best is the reference; each side is run
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-lime", action="store_true")
     ap.add_argument("--no-occlusion", action="store_true")
     ap.add_argument("--no-interactive", action="store_true")
-    ap.add_argument("--lime-seeds", type=int, default=3, help="seeds per photo for the LIME agreement figure")
+    ap.add_argument("--lime-seeds", type=int, default=5, help="seeds per photo for the LIME agreement figure")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")

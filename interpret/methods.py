@@ -190,7 +190,7 @@ if _lime_fast is not None:
                   help="What a switched-off superpixel is filled with."),
         ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling."),
         ParamSpec("adaptive", "bool", True, help="Stop when the top-5 set has not changed for `patience` checks."),
-        ParamSpec("patience", "int", 8, min=1, max=40, help="Checks (every 25 samples) the top set must hold."),
+        ParamSpec("patience", "int", 12, min=1, max=40, help="Checks (every 25 samples) the top set must hold."),
         ParamSpec("design", "choice", "orthogonal", choices=("orthogonal", "lime"),
                   help="orthogonal: balanced Hadamard foldover blocks, less noisy per sample; lime: lime's own "
                        "independent draws."),

@@ -139,8 +139,13 @@ with friendly_errors("The explanation"):
         _lime_details(handle, attr)
     if attr.extra.get("stability") is not None:
         hist = attr.extra.get("stability_history") or []
-        st.caption(f"Sampling stopped after {attr.extra.get('samples_used')} samples; stability of the top-5 "
-                   f"superpixels over the last checks: {attr.extra['stability']:.2f} (1 = settled).")
+        used, cap = attr.extra.get("samples_used"), attr.params.get("num_samples")
+        settled = used is not None and cap is not None and used < cap
+        st.caption(f"Sampling stopped after {used} of at most {cap} samples; stability of the top-5 superpixels "
+                   f"over the last checks: {attr.extra['stability']:.2f} (1 = settled). "
+                   + ("The top 5 had stopped changing." if settled else
+                      "The top 5 had not settled by the sample limit: superpixels near the cut-off are uncertain "
+                      "(raise the number of samples to narrow it down)."))
         if hist:
             sfig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[o for _, o in hist], mode="lines+markers"))
             sfig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Top-5 overlap per check",
