@@ -7,7 +7,7 @@ ours exact (the shared net, bit-for-bit captum's numerics), ours fast (private B
 captum ``Occlusion`` at its best ``perturbations_per_eval`` (several tried), the floor of one bare batch-1 forward
 pass per window (×784), and the same windows' forward passes batched with nothing else (the batching floor).
 The max relative error of each map to captum's is printed beside its time.
-LIME: 1000 samples (--quick: 100) on the default model; ours (batch 50) vs ``LimeImageExplainer.explain_instance``
+LIME: 1000 samples (--quick: 100) on the default model; ours (batch 10) vs ``LimeImageExplainer.explain_instance``
 with its defaults (quickshift 4/200/0.2, batch 10, top 5 labels) and the usual classifier function.
 Each side runs once per model after a warm-up (a run takes tens of seconds); run on a quiet machine.
 """
@@ -109,7 +109,7 @@ def bench_lime(h, num_samples: int) -> list[tuple[str, float, float | None]]:
         image, classifier_fn, num_samples=num_samples))
     t_ours, ours = _time(lambda: lime_explain(h, x, target, num_samples=num_samples, seed=0))
     rows = [(f"lime explain_instance defaults ({num_samples} samples, batch 10)", t_lime, None),
-            (f"ours lime_explain ({num_samples} samples, batch 50)", t_ours, None)]
+            (f"ours lime_explain ({num_samples} samples, batch 10)", t_ours, None)]
 
     def forwards(bs=50):
         with torch.inference_mode():

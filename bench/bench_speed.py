@@ -19,8 +19,10 @@ their peers and goals.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -35,6 +37,9 @@ from skimage import data  # noqa: E402
 from bench.bench_occlusion_lime import _handle  # noqa: E402
 from models.images import sample_images  # noqa: E402
 
+
+
+_MARK = "FIGURES "
 
 
 def _time(fn):
@@ -160,7 +165,7 @@ def bench_lime(h, num_samples: int, seeds: int) -> dict:
             for k, v in exp.local_exp[tp]:
                 w[k] = v
             lime_w.append(w)
-            t, a = _time(lambda s=s: lime_fast(h, xp, tp, num_samples=num_samples, seed=s, segments=segs))
+            t, a = _time(lambda s=s: lime_fast(h, xp, tp, seed=s, segments=segs))  # its defaults: ≤ 700, adaptive
             tf.append(t_seg + t)
             fast_w.append([a.extra["weights"][k] for k in range(n_seg)])
             u.append(a.extra["samples_used"])
@@ -180,6 +185,30 @@ def bench_lime(h, num_samples: int, seeds: int) -> dict:
     return {"lime": lime_t, "fast": fast_t, "lime_lime": float(np.mean(ll)), "fast_lime": float(np.mean(fl))}
 
 
+def _section(args, name: str) -> object:
+    """Run one section (``occlusion:<model>``, ``lime`` or ``interactive``) and return its figures."""
+    window, stride = (31, 16) if args.quick else (15, 8)
+    repeats = 1 if args.quick else args.repeats
+    if name.startswith("occlusion:"):
+        key = name.split(":", 1)[1]
+        h = _handle(key)
+        print(f"\n## occlusion · {h.name}")
+        ppes = [8, 16] if key == "vgg16" else [4, 8, 16, 64]
+        return bench_occlusion(h, window, stride, ppes, 1 if key == "vgg16" else repeats, approx=key != "vgg16")
+    from models import default
+
+    h = default.load()
+    if name == "lime":
+        print(f"\n## LIME · {h.name}")
+        return bench_lime(h, 1000, 2 if args.quick else args.lime_seeds)
+    from bench.bench_interactive import measure, report
+
+    print(f"\n## interactive views · {h.name} (median of {3 if args.quick else 5})")
+    rows = measure(h, 3 if args.quick else 5)
+    report(rows)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="window 31, stride 16 (196 windows), one repeat, 2 LIME seeds")
@@ -190,36 +219,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-occlusion", action="store_true")
     ap.add_argument("--no-interactive", action="store_true")
     ap.add_argument("--lime-seeds", type=int, default=5, help="seeds per photo for the LIME agreement figure")
+    ap.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section in this (fresh) process
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    if args.section:
+        figures = _section(args, args.section)
+        print(_MARK + json.dumps(figures))
+        return 0
     window, stride = (31, 16) if args.quick else (15, 8)
-    repeats = 1 if args.quick else args.repeats
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}, "
-          f"224x224, window {window}, stride {stride}, median of {repeats}")
-    occ: dict[str, dict] = {}
-    lime_fig = inter = None
-    if not args.no_occlusion:
-        for key in (k.strip() for k in args.models.split(",")):
-            h = _handle(key)
-            print(f"\n## occlusion · {h.name}")
-            ppes = [16, 64] if key == "vgg16" else [16, 64, 128]
-            occ[key] = bench_occlusion(h, window, stride, ppes, 1 if key == "vgg16" else repeats,
-                                       approx=key != "vgg16")
-    if not args.no_lime or not args.no_interactive:
-        from models import default
-
-        h = default.load()
-        if not args.no_lime:
-            print(f"\n## LIME · {h.name}")
-            lime_fig = bench_lime(h, 1000, 2 if args.quick else args.lime_seeds)
-        if not args.no_interactive:
-            from bench.bench_interactive import measure, report
-
-            print(f"\n## interactive views · {h.name} (median of {3 if args.quick else 5})")
-            inter = measure(h, 3 if args.quick else 5)
-            report(inter)
-    summary(occ, lime_fig, inter)
+          f"224x224, window {window}, stride {stride}, median of {1 if args.quick else args.repeats}; "
+          f"each section in a fresh process")
+    sections = [] if args.no_occlusion else [f"occlusion:{k.strip()}" for k in args.models.split(",")]
+    sections += ([] if args.no_lime else ["lime"]) + ([] if args.no_interactive else ["interactive"])
+    passed = list(argv if argv is not None else sys.argv[1:])
+    figures = {}
+    for name in sections:
+        # A fresh process per section: the memory state a section leaves behind (VGG16's gigabytes of activations,
+        # the allocator's thresholds) changes the next section's timings by up to 2x, for either side.
+        out = subprocess.run([sys.executable, "-m", "bench.bench_speed", *passed, "--section", name],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith(_MARK):
+                figures[name] = json.loads(line[len(_MARK):])
+            else:
+                print(line, flush=True)
+    occ = {k.split(":", 1)[1]: v for k, v in figures.items() if k.startswith("occlusion:")}
+    summary(occ, figures.get("lime"), figures.get("interactive"))
     return 0
 
 
