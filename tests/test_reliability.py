@@ -21,6 +21,7 @@ JOBS = [
     ("gradcam", {}), ("gradcam_pp", {}), ("guided_gradcam", {}),
     ("integrated_gradients", {"steps": 6}), ("smoothgrad", {"samples": 4}),
     ("occlusion", {"window": 56, "stride": 56}), ("lime", {"num_samples": 60, "segmentation": "slic"}),
+    ("lime_fast", {"num_samples": 60, "segmentation": "slic"}),  # the frozen TorchScript copy, shared by threads
 ]
 
 
