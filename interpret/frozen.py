@@ -3,9 +3,9 @@
 The copy starts from the incremental engine's batch-norm-folded fx copy (``incremental.traced_copy``), is traced
 with ``torch.jit.trace`` (its tracing state is per thread), frozen, and passed through
 ``torch.jit.optimize_for_inference``, which hands convolutions to oneDNN with weights packed once instead of on
-every call and fuses the following activation. Outputs equal the model's up to float rounding (~1e-6 on
-probabilities; tested). On the default model at 4 images per batch on 2 CPU threads this runs at 4.9 ms per image
-against 9.6 ms for the folded copy in eager mode (``bench/bench_speed.py``).
+every call and keeps the activations in oneDNN's layout between layers. Outputs equal the model's up to float
+rounding (~1e-6 on probabilities; tested). On the default model at 4–5 images per batch on 2 CPU threads this runs
+at 4.9 ms per image against 9.6 ms for the folded copy in eager mode.
 
 Why TorchScript although torch marks it deprecated: ``torch.compile`` took 23 s to compile this network on the same
 machine and then ran at 7.3 ms per image, slower than the frozen module; bfloat16 was faster but moved

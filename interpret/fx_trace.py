@@ -6,7 +6,8 @@ into the tracer, which fails on modules it does not own (``NameError: module is 
 could record them. ``confined_trace`` traces with a tracer that acts only in the thread that started it: in any other
 thread the patched ``__call__`` runs the module as usual and ``__getattr__`` returns the plain attribute. The
 remaining process-wide effects of tracing are wrappers around a few global functions (``math.*`` and
-``torch.fx.wrap``-ed ones), which call straight through for ordinary tensors.
+``torch.fx.wrap``-ed ones), which call straight through for ordinary tensors. Traces themselves run one at a time
+(a module-wide lock): two overlapping traces would restore fx's patches out of order.
 
 Written by hand because torch offers no thread-confined tracing; it relies only on ``Tracer.call_module`` and
 ``Tracer.getattr``, the documented extension points.
@@ -17,6 +18,9 @@ import threading
 from typing import Any, Callable
 
 from torch import fx, nn
+
+
+_ONE_TRACE = threading.Lock()
 
 
 class ConfinedTracer(fx.Tracer):
@@ -51,6 +55,7 @@ class ConfinedTracer(fx.Tracer):
 def confined_trace(net: nn.Module) -> fx.GraphModule:
     """``fx.symbolic_trace(net)``, safe while other threads run forward passes (see the module docstring)."""
     tracer = ConfinedTracer()
-    graph = tracer.trace(net)
+    with _ONE_TRACE:
+        graph = tracer.trace(net)
     name = net.__class__.__name__
     return fx.GraphModule(tracer.root, graph, name)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import math
 import operator
-import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -45,7 +44,6 @@ class NotTraceable(RuntimeError):
     """torch.fx could not trace the network (data-dependent control flow)."""
 
 
-_TRACE_LOCK = threading.Lock()  # one trace at a time (fx's patches of nn.Module nest, they are not re-entrant)
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, tuple[int, object]]" = weakref.WeakKeyDictionary()
 
 
@@ -72,8 +70,7 @@ def traced_copy(handle: ModelHandle) -> fx.GraphModule:
     try:
         from torch.fx.experimental.optimization import fuse
 
-        with _TRACE_LOCK:
-            gm = fuse(confined_trace(net_copy), inplace=True, no_trace=True)
+        gm = fuse(confined_trace(net_copy), inplace=True, no_trace=True)
     except Exception as e:  # noqa: BLE001 - any tracing failure means "not handled"
         with handle.lock:
             _CACHE[net] = (version, e)

@@ -11,9 +11,9 @@ result equals lime's up to float rounding (tested).
 The default ``design="orthogonal"`` draws the samples in blocks from a Hadamard matrix: per block, ``n`` of its
 non-constant columns chosen at random, each with a random sign, and every row followed later in the block by its
 complement (a foldover). Each row is still uniform over all on/off patterns, but within a block the superpixels are
-exactly balanced and mutually orthogonal, and the foldover stops the pairwise interactions of superpixels from
-leaking into the linear weights (a resolution-IV design; cf. the paired sampling of Covert & Lee 2021 for
-KernelSHAP). The estimate is less noisy per sample. On the six bundled photos (8 seeds each, the default model),
+exactly balanced and mutually orthogonal, and the foldover keeps the pairwise interactions of superpixels out of
+the linear weights (exactly so for an unweighted fit, a resolution-IV design; lime's kernel weights make it
+approximate; cf. the paired sampling of Covert & Lee 2021 for KernelSHAP). The estimate is less noisy per sample. On the six bundled photos (8 seeds each, the default model),
 the top 5 after 500 samples agreed with a 1000-sample lime run's top 5 on 0.863 of the superpixels, after 800 on
 0.877, while two 1000-sample lime runs agree on 0.855; with lime's own draws 500 samples gave 0.832.
 
