@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 
 import numpy as np
@@ -122,6 +123,24 @@ def test_explain_and_download(page, app_url, tmp_path):
     png = tmp_path / "map.png"
     dl.value.save_as(png)
     assert Image.open(png).format == "PNG"
+
+
+def test_fast_lime_shows_its_stability(page):
+    """A user picks the fast LIME on the bundled coffee: the map, the superpixel weights and the stopping report
+    (samples used of the cap, settled or not, the top-5 overlap per check) appear, with no error."""
+    wait_idle(page)
+    go(page, "Explain")
+    page.get_by_role("button", name="Run", exact=True).wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=re.compile(r"^Method$")).click()
+    page.get_by_role("option", name="LIME (adaptive, fast)").click()
+    wait_idle(page)
+    run_form(page)
+    page.get_by_text(re.compile(r"Sampling stopped after \d+ of at most 700 samples")).wait_for()
+    page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for()  # map, weights, stability per check
+    if os.environ.get("CNN_LENS_SHOT"):  # a picture of what the user sees, for a person to look at
+        page.get_by_text(re.compile(r"Sampling stopped after")).scroll_into_view_if_needed()
+        page.screenshot(path=os.environ["CNN_LENS_SHOT"])
+    assert page.locator(ERROR_SEL).count() == 0
 
 
 def test_three_sessions_see_their_own_image(browser, app_url):
