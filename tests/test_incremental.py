@@ -112,6 +112,20 @@ def test_hand_made_nets_equal_captum_float64(make, size, window, stride):
     assert rel_err(_ours64(h, x, 1, window, stride), ref) < 1e-5
 
 
+@pytest.mark.parametrize("make,size,window,stride", [
+    (_plain, 29, 6, 4), (Residual, 21, 4, 3), (Residual, 12, 12, 12), (Mixed, 27, 7, 5)])
+def test_change_propagation_is_exact_algebra(make, size, window, stride):
+    """The low-precision path (output = cached output + conv of the input's change, whole maps convolved with their
+    own padding, changes placed by one pad) in float64 instead of bfloat16: nothing is rounded, so it must equal
+    captum's map (window 12 on 12²: every box is the whole map)."""
+    torch.manual_seed(0)
+    net = _randomise_bn(make()).eval()
+    h = make_handle(net, size)
+    x = torch.randn(1, 3, size, size, dtype=torch.float64)
+    ref = _captum(copy.deepcopy(net).double(), x, 1, window, stride)
+    assert rel_err(_ours64(h, x, 1, window, stride, delta_dtype=torch.float64), ref) < 1e-5
+
+
 def _well_conditioned(net: nn.Module) -> nn.Module:
     """Fan-in scaled random weights: torchvision's init (fan-out convs, a 0.01 classifier) gives logits ~1e-9 on
     mobilenet_v2, whose occlusion drops are then pure float32 rounding noise."""
