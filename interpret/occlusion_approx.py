@@ -1,11 +1,21 @@
 """Approximate and progressive occlusion: coarse-to-fine refinement of the window grid.
 
 The windows are first scored on a coarse sub-grid (every ``coarse_step``-th window position along each axis, plus
-the last one); each following level halves the step. At a level, a new window position is scored only if the
-drops at the corners of its coarse cell differ by more than ``tolerance`` × the range of the drops seen so far;
-elsewhere its drop is filled in by bilinear interpolation. The map is the usual per-pixel mean of the (scored or
-interpolated) drops. Windows are scored by exact incremental inference (``interpret.incremental``), optionally with
-Krypton's ``tau`` approximation. ``tolerance`` ≤ 0 and ``tau`` = 1 score every window: the exact map.
+the last one). Each following level halves the spacing in two red–black (quincunx) stages: first the centres of
+the coarse cells, then the midpoints of their edges, so that every new position has known neighbours at the new
+spacing on all sides. A new position is scored only if the known drops around it (the nearest ring holding at least
+two) differ by more than ``tolerance`` × the range of the drops scored so far; elsewhere its drop is interpolated
+linearly over a triangulation of the scored positions. At the end, the windows covering the maximum of the map are
+scored, and so is any unscored window whose scored neighbours suggest it could top it (2·max − min of the 3 × 3
+around it above the peak), until neither applies: the peak shown is a measured value. The map is the usual
+per-pixel mean of the (scored or interpolated) drops. Windows are scored by incremental inference
+(``interpret.incremental``), optionally with Krypton's ``tau``. ``tolerance`` ≤ 0 and ``tau`` = 1 score every
+window: the exact map.
+
+Why red–black stages: halving both axes at once predicts a cell's centre from four corners √2·h away; scoring (or
+predicting) the centres first gives every edge midpoint four neighbours at distance h. Simulated on the exact drops
+of the six bundled photos (ResNet-18, random weights): mean SSIM 0.935 at 628 of 784 windows when halving both
+axes at once, 0.946 at 605 with red–black stages.
 
 ``coarse_occlusion`` yields the map after every level (first a coarse one after a few dozen windows, the final one
 last), for a page that shows a coarse map at once and refines it in place; ``approx_occlusion`` returns the last.
@@ -19,6 +29,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from scipy import ndimage
+from scipy.interpolate import LinearNDInterpolator
 
 from models.handle import ModelHandle
 
@@ -27,20 +39,107 @@ from .occlusion import aggregate, baseline_image, window_grid
 from .result import Attribution
 
 
-def _levels(n: int, step: int) -> list[np.ndarray]:
-    """Index sets per level: multiples of step, step/2, …, 1, each with the last index."""
-    out = []
-    while True:
-        out.append(np.array(sorted(set(range(0, n, step)) | {n - 1}), dtype=np.int64))
-        if step == 1:
-            return out
-        step = max(1, step // 2)
+def _axis(n: int, step: int) -> np.ndarray:
+    """Multiples of ``step`` below n, and n − 1."""
+    return np.array(sorted(set(range(0, n, step)) | {n - 1}), dtype=np.int64)
 
 
-def _interp_matrix(n: int, known: np.ndarray) -> np.ndarray:
-    """(n, len(known)) linear interpolation weights from the values at ``known`` indices to all n."""
-    eye = np.eye(len(known))
-    return np.stack([np.interp(np.arange(n), known, eye[i]) for i in range(len(known))], axis=1)
+def _stages(nr: int, nc: int, coarse_step: int) -> list[tuple[int, np.ndarray]]:
+    """(level, mask of the new positions) per stage: the coarse grid (level 0), then per halving of the spacing the
+    cell centres and the edge midpoints (both of the same level). Empty stages are left out; the masks partition
+    the nr × nc grid."""
+    def grid(step):
+        m = np.zeros((nr, nc), bool)
+        m[np.ix_(_axis(nr, step), _axis(nc, step))] = True
+        return m
+
+    step = max(1, coarse_step)
+    done = grid(step)
+    out = [(0, done.copy())]
+    level = 0
+    while step > 1:
+        half, level = max(1, step // 2), level + 1
+        fine = grid(half)
+        old_r = np.isin(np.arange(nr), _axis(nr, step))
+        old_c = np.isin(np.arange(nc), _axis(nc, step))
+        centres = fine & ~old_r[:, None] & ~old_c[None, :]
+        edges = fine & ~done & ~centres
+        out += [(level, m) for m in (centres, edges) if m.any()]
+        done = fine
+        step = half
+    return out
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """Context: numpy/scipy's OpenBLAS on one thread. scipy's triangulation calls LAPACK; OpenBLAS's threads then
+    spin for a while and slowed the forward passes of the next level by ~40 % on 2 cores (0.98 → 1.45 s)."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def _fill(known: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (nr, nc, k) with the unknown positions filled by linear interpolation over a triangulation of the
+    known ones (1-D interpolation on a single row or column)."""
+    if known.all():
+        return values
+    with _one_blas_thread():
+        return _interpolate(known, values)
+
+
+def _interpolate(known: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = values.copy()
+    nr, nc = known.shape
+    if nr == 1 or nc == 1:
+        line_known, line_vals = known.ravel(), values.reshape(nr * nc, -1)
+        pos = np.flatnonzero(line_known)
+        full = np.stack([np.interp(np.arange(nr * nc), pos, line_vals[pos, j]) for j in range(line_vals.shape[1])],
+                        axis=1)
+        return full.reshape(values.shape)
+    pts = np.argwhere(known)
+    todo = np.argwhere(~known)
+    est = LinearNDInterpolator(pts, values[known])(todo)
+    bad = np.isnan(est).any(axis=1)
+    if bad.any():  # outside the hull (cannot happen while the four corners are known): nearest known value
+        near = np.argmin(((todo[bad][:, None, :] - pts[None, :, :]) ** 2).sum(-1), axis=1)
+        est[bad] = values[known][near]
+    out[~known] = est
+    return out
+
+
+def _local_spread(known: np.ndarray, values: np.ndarray, max_radius: int) -> np.ndarray:
+    """Per position: max − min of the known values in the smallest square ring (Chebyshev radius 1, 2, …) that
+    holds at least two known positions."""
+    spread = np.full(known.shape, np.inf)
+    found = np.zeros(known.shape, bool)
+    hi_src = np.where(known, values, -np.inf)
+    lo_src = np.where(known, values, np.inf)
+    for r in range(1, max(1, max_radius) + 1):
+        size = 2 * r + 1
+        count = ndimage.uniform_filter(known.astype(np.float64), size, mode="constant") * size * size
+        hi = ndimage.maximum_filter(hi_src, size, mode="constant", cval=-np.inf)
+        lo = ndimage.minimum_filter(lo_src, size, mode="constant", cval=np.inf)
+        now = ~found & (count > 1.5)
+        spread[now] = (hi - lo)[now]
+        found |= now
+        if found.all():
+            break
+    return spread
+
+
+def _upper_bound(scored: np.ndarray, drops: np.ndarray) -> np.ndarray:
+    """Per position, a guess at the most its drop could be: 2·max − min of the scored drops around it (3 × 3),
+    i.e. the neighbours' maximum plus their spread. A window can peak alone where its neighbours do not (a pixel
+    covered by that window only then takes its drop); this catches such peaks next to high neighbours."""
+    hi = ndimage.maximum_filter(np.where(scored, drops, -np.inf), 3, mode="constant", cval=-np.inf)
+    lo = ndimage.minimum_filter(np.where(scored, drops, np.inf), 3, mode="constant", cval=np.inf)
+    return np.where(np.isfinite(hi) & np.isfinite(lo), 2 * hi - lo, np.inf)
 
 
 def _batched_scorer(handle: ModelHandle, x: torch.Tensor, base: torch.Tensor, grid, target: int, batch_size: int):
@@ -74,11 +173,12 @@ def coarse_occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: 
 
     Every yielded ``Attribution`` has the map's usual definition (captum's, window ``window``, stride ``stride``)
     over drops that are partly interpolated; ``extra``: "level" (0 = coarsest), "final" (True for the last),
-    "evaluated" (windows scored so far), "windows" (all windows), "fraction" (evaluated / windows), plus
-    "logit_drops", "prob_drop", "grid", "score", "prob" as ``occlusion``. With ``tolerance`` ≤ 0 and ``tau`` = 1
-    and ``low_precision`` False the last map is the exact one. ``low_precision``: the change of each convolution's
-    input goes through a bfloat16 convolution (AMX on recent Xeons) added to the cached float32 output — ~2.5×
-    faster, ≈0.5 % error of the drops. ``seconds`` is the time since the call.
+    "evaluated" (windows scored so far), "windows" (all windows), "fraction" (evaluated / windows), "scored"
+    (n_rows × n_cols bool: which drops were measured), plus "logit_drops", "prob_drop", "grid", "score", "prob" as
+    ``occlusion``. With ``tolerance`` ≤ 0 and ``tau`` = 1 and ``low_precision`` False the last map is the exact
+    one. ``low_precision``: the change of each convolution's input goes through a bfloat16 convolution (AMX on
+    recent Xeons) added to the cached float32 output — ~2.5× faster, ≈0.5 % error of the drops. ``seconds`` is the
+    time since the call.
     """
     t0 = time.perf_counter()
     if x.ndim != 4 or x.shape[0] != 1:
@@ -104,81 +204,76 @@ def coarse_occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: 
         engine_name = "batched"
         logit0, prob0, score = _batched_scorer(handle, x, base, grid, target, batch_size)
 
-    logits = np.full((nr, nc), np.nan)
-    probs = np.full((nr, nc), np.nan)
-    known = np.zeros((nr, nc), dtype=bool)
-    evaluated = np.zeros((nr, nc), dtype=bool)
-    lr, lc = _levels(nr, coarse_step), _levels(nc, coarse_step)
-    n_levels = max(len(lr), len(lc))
-    lr += [lr[-1]] * (n_levels - len(lr))
-    lc += [lc[-1]] * (n_levels - len(lc))
+    vals = np.zeros((nr, nc, 2))  # target logit, target probability
+    known = np.zeros((nr, nc), bool)
+    scored = np.zeros((nr, nc), bool)
 
-    def run(idx: list[tuple[int, int]]) -> None:
-        if not idx:
+    def run(mask: np.ndarray) -> None:
+        idx = np.argwhere(mask & ~scored)
+        if not len(idx):
             return
-        ii = np.array(idx)
         lg, pr = score([(grid.rows[i], grid.cols[j]) for i, j in idx])
-        logits[ii[:, 0], ii[:, 1]] = lg
-        probs[ii[:, 0], ii[:, 1]] = pr
-        known[ii[:, 0], ii[:, 1]] = True
-        evaluated[ii[:, 0], ii[:, 1]] = True
+        vals[idx[:, 0], idx[:, 1], 0] = lg
+        vals[idx[:, 0], idx[:, 1], 1] = pr
+        known[idx[:, 0], idx[:, 1]] = scored[idx[:, 0], idx[:, 1]] = True
 
-    for level in range(n_levels):
-        kr, kc = lr[level], lc[level]
-        if level == 0:
-            run([(i, j) for i in kr for j in kc])
+    stages = _stages(nr, nc, coarse_step)
+    r_masks, c_masks = grid.row_masks().astype(bool), grid.col_masks().astype(bool)
+    for k, (level, new) in enumerate(stages):
+        if k == 0 or tolerance <= 0:
+            run(new)
         else:
-            pr_, pc_ = lr[level - 1], lc[level - 1]
-            cand = [(i, j) for i in kr for j in kc if not known[i, j]]
-            if cand:
-                ci = np.array(cand)
-                # corners of each candidate's cell on the previous level's grid
-                hi_r = np.searchsorted(pr_, ci[:, 0])
-                lo_r = np.where(pr_[np.minimum(hi_r, len(pr_) - 1)] == ci[:, 0], hi_r, hi_r - 1)
-                hi_c = np.searchsorted(pc_, ci[:, 1])
-                lo_c = np.where(pc_[np.minimum(hi_c, len(pc_) - 1)] == ci[:, 1], hi_c, hi_c - 1)
-                rows = np.stack([pr_[np.clip(lo_r, 0, len(pr_) - 1)], pr_[np.clip(hi_r, 0, len(pr_) - 1)]], 1)
-                cols = np.stack([pc_[np.clip(lo_c, 0, len(pc_) - 1)], pc_[np.clip(hi_c, 0, len(pc_) - 1)]], 1)
-                corner_vals = np.stack([logits[rows[:, a], cols[:, b]] for a in (0, 1) for b in (0, 1)], 1)
-                spread = corner_vals.max(1) - corner_vals.min(1)
-                seen = logits[known]
-                span = float(seen.max() - seen.min()) if seen.size else 0.0
-                need = np.ones(len(cand), bool) if tolerance <= 0 else spread > tolerance * span
-                run([c for c, k in zip(cand, need) if k])
-                # the rest: bilinear from the previous level's (complete) grid
-                mr, mc = _interp_matrix(nr, pr_), _interp_matrix(nc, pc_)
-                pl = mr @ logits[np.ix_(pr_, pc_)] @ mc.T
-                pp = mr @ probs[np.ix_(pr_, pc_)] @ mc.T
-                for (i, j), k in zip(cand, need):
-                    if not k:
-                        logits[i, j], probs[i, j], known[i, j] = pl[i, j], pp[i, j], True
-        mr, mc = _interp_matrix(nr, kr), _interp_matrix(nc, kc)
-        full_l = mr @ logits[np.ix_(kr, kc)] @ mc.T
-        full_p = mr @ probs[np.ix_(kr, kc)] @ mc.T
-        drops, prob_drops = logit0 - full_l, prob0 - full_p
-        final = level == n_levels - 1
+            measured = vals[scored, 0]
+            span = float(measured.max() - measured.min())
+            spread = _local_spread(known, vals[..., 0], max(1, coarse_step))
+            run(new & (spread > tolerance * span))
+        known |= new
+        vals[:] = _fill(scored, vals)  # every unscored drop: linear from the scored ones
+        final = k == len(stages) - 1
+        if final:
+            while True:  # the peak of the final map is measured, and no unscored window is likely to top it
+                drops = logit0 - vals[..., 0]
+                m = aggregate(grid, drops)
+                py, px = np.unravel_index(int(np.argmax(m)), m.shape)
+                todo = r_masks[:, py][:, None] & c_masks[:, px][None, :] & ~scored
+                if not todo.any():
+                    todo = ~scored & (_upper_bound(scored, drops) > m[py, px])
+                if not todo.any():
+                    break
+                run(todo)
+                vals[:] = _fill(scored, vals)
+        elif stages[k + 1][0] == level:
+            continue  # the level's second stage follows: one map per level
+        full = vals
+        drops, prob_drops = logit0 - full[..., 0], prob0 - full[..., 1]
         yield Attribution(
             method="occlusion", target=target, map=aggregate(grid, drops), signed=True,
             params={"window": window, "stride": stride, "baseline": baseline, "blur_sigma": blur_sigma,
                     "coarse_step": coarse_step, "tolerance": tolerance, "tau": tau, "low_precision": low_precision},
             extra={"prob_drop": aggregate(grid, prob_drops), "logit_drops": drops.astype(np.float32),
                    "grid": (grid.rows, grid.cols), "score": logit0, "prob": prob0, "level": level, "final": final,
-                   "evaluated": int(evaluated.sum()), "windows": nr * nc,
-                   "fraction": float(evaluated.sum()) / (nr * nc), "engine": engine_name},
+                   "evaluated": int(scored.sum()), "windows": nr * nc, "scored": scored.copy(),
+                   "fraction": float(scored.sum()) / (nr * nc), "engine": engine_name},
             seconds=time.perf_counter() - t0)
 
 
 def approx_occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: int | tuple[int, int] = 15,
                      stride: int | tuple[int, int] = 8, baseline: str | float = "zero", blur_sigma: float = 5.0,
-                     tolerance: float = 0.05, coarse_step: int = 4, tau: float = 1.0, batch_size: int = 64,
+                     tolerance: float = 0.12, coarse_step: int = 4, tau: float = 1.0, batch_size: int = 64,
                      low_precision: bool = True, progress: Callable[[float], None] | None = None) -> Attribution:
     """Approximate occlusion map (coarse-to-fine, see the module doc); ``tolerance`` ≤ 0, ``tau`` = 1 and
-    ``low_precision`` False give the exact map. ``extra["fraction"]`` is the share of windows actually scored."""
+    ``low_precision`` False give the exact map. ``extra["fraction"]`` is the share of windows actually scored,
+    ``extra["scored"]`` which ones.
+
+    Defaults chosen on the six bundled photos at 224², window 15, stride 8 (``python -m bench.bench_speed``): SSIM
+    to the exact map ≥ 0.93 and the same maximum on all of them for ResNet-18 (random weights) and
+    EfficientNet-Lite0, scoring 45–85 % of the windows; tolerance 0.1 → SSIM ≥ 0.95, more windows; 0.15 → ≥ 0.90."""
     res = None
     for res in coarse_occlusion(handle, x, target, window, stride, baseline, blur_sigma, coarse_step, tolerance,
                                 tau, batch_size, low_precision):
         if progress is not None:
             progress(1.0 if res.extra["final"] else min(0.95, res.extra["fraction"]))
+    res.method = "occlusion_approx"  # the registry's name: labels, exports and settings say what was run
     return res
 
 

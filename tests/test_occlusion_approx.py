@@ -8,7 +8,8 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from interpret.occlusion_approx import _interp_matrix, _levels, approx_occlusion, coarse_occlusion, quality
+from interpret.occlusion_approx import (_fill, _local_spread, _stages, _upper_bound, approx_occlusion,
+                                       coarse_occlusion, quality)
 from tests.conftest import assert_same_state, make_handle, model_state, rel_err
 
 
@@ -27,10 +28,38 @@ def _captum(h, x, target, window, stride):
                                           strides=(3, stride, stride), baselines=0)[0, 0].numpy()
 
 
-def test_levels_and_interpolation():
-    assert [lv.tolist() for lv in _levels(10, 4)] == [[0, 4, 8, 9], [0, 2, 4, 6, 8, 9], list(range(10))]
-    m = _interp_matrix(5, np.array([0, 2, 4]))
-    assert np.allclose(m @ np.array([0.0, 2.0, 4.0]), np.arange(5))  # linear data interpolates exactly
+def test_stages_are_red_black_halvings_that_partition_the_grid():
+    stages = _stages(28, 28, 8)  # 224², window 15, stride 8
+    assert [lv for lv, _ in stages] == [0, 1, 1, 2, 2, 3, 3]
+    assert [int(m.sum()) for _, m in stages] == [25, 9, 30, 49, 112, 169, 390]
+    total = sum(m.astype(int) for _, m in stages)
+    assert (total == 1).all()  # every window in exactly one stage
+    _, centres = stages[1]
+    assert sorted(map(tuple, np.argwhere(centres))) == [(i, j) for i in (4, 12, 20) for j in (4, 12, 20)]
+    edges = stages[2][1]
+    assert edges[0, 4] and edges[4, 0] and edges[27, 4] and not edges[4, 4]
+    assert [lv for lv, _ in _stages(1, 7, 4)] == [0, 1, 2]  # a single row: no centres, edges only
+
+
+def test_fill_is_exact_on_planes_and_spread_sees_the_nearest_ring():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:9, 0:11]
+    plane = np.stack([2.0 * yy - 0.5 * xx + 3, -yy + 4.0 * xx], axis=-1)
+    known = rng.random((9, 11)) < 0.4
+    known[[0, 0, -1, -1], [0, -1, 0, -1]] = True
+    filled = _fill(known, np.where(known[..., None], plane, np.nan))
+    assert np.allclose(filled, plane)  # linear over a triangulation: planes are reproduced
+    row = _fill(np.array([[True, False, False, True]]), np.array([[[0.0], [9.0], [9.0], [3.0]]]))
+    assert np.allclose(row[0, :, 0], [0, 1, 2, 3])
+    k = np.zeros((5, 5), bool)
+    k[0, 0] = k[0, 2] = k[4, 4] = True
+    v = np.zeros((5, 5))
+    v[0, 0], v[0, 2], v[4, 4] = 1.0, 4.0, 100.0
+    sp = _local_spread(k, v, 4)
+    assert sp[0, 1] == 3.0  # ring 1 holds (0,0) and (0,2)
+    assert sp[2, 2] == 99.0  # ring 1 is empty; radius 2 holds (0,0), (0,2) and (4,4)
+    up = _upper_bound(k, v)
+    assert up[0, 1] == 2 * 4.0 - 1.0 and up[3, 3] == 100.0 and np.isinf(up[2, 0])
 
 
 def test_exact_setting_equals_captum(tiny):
@@ -59,6 +88,16 @@ def test_approximation_spends_fewer_windows_and_reports_quality(tiny):
     approx = approx_occlusion(tiny, x, 2, window=5, stride=3, tolerance=0.3)
     assert approx.extra["fraction"] < 1.0
     assert approx.params["tolerance"] == 0.3
+    scored = approx.extra["scored"]
+    assert scored.sum() == approx.extra["evaluated"]
+    full = approx_occlusion(tiny, x, 2, window=5, stride=3, tolerance=0.0)
+    drops, exact_drops = approx.extra["logit_drops"], full.extra["logit_drops"]
+    assert np.allclose(drops[scored], exact_drops[scored], rtol=0.03, atol=1e-3 * np.abs(exact_drops).max())
+    # the windows under the approximate map's peak are measured, not interpolated
+    py, px = np.unravel_index(np.argmax(approx.map), approx.map.shape)
+    rows = [i for i, r in enumerate(approx.extra["grid"][0]) if r <= py < r + 5]
+    cols = [j for j, c in enumerate(approx.extra["grid"][1]) if c <= px < c + 5]
+    assert all(scored[i, j] for i in rows for j in cols)
     q = quality(approx.map, exact)
     assert set(q) == {"ssim", "same_argmax", "argmax_dist", "max_rel_err"}
     assert -1.0 <= q["ssim"] <= 1.0 and q["max_rel_err"] > 0
