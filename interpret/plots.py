@@ -149,3 +149,27 @@ def topk_figure(items: Sequence[tuple[int, str, float]]) -> go.Figure:
 
 
 bar_figure = topk_figure
+
+
+def scored_windows_figure(attr: Attribution) -> go.Figure:
+    """Approximate occlusion: the drop of every patch position, measured ones as filled squares and interpolated
+    ones as open circles (hover: position and drop), so a user sees where the refinement spent its forward passes."""
+    drops = np.asarray(attr.extra["logit_drops"], dtype=np.float64)
+    scored = np.asarray(attr.extra["scored"], dtype=bool)
+    rows, cols = attr.extra["grid"]
+    yy, xx = np.meshgrid(np.asarray(rows), np.asarray(cols), indexing="ij")
+    lim = float(np.abs(drops).max()) or 1.0
+    fig = go.Figure()
+    for mask, name, symbol in ((scored, "scored", "square"), (~scored, "interpolated", "circle-open")):
+        fig.add_trace(go.Scatter(
+            x=xx[mask], y=yy[mask], mode="markers", name=f"{name} ({int(mask.sum())})",
+            marker=dict(symbol=symbol, size=9, color=drops[mask], colorscale="RdBu_r", cmin=-lim, cmax=lim,
+                        line=dict(width=1.5) if symbol.endswith("open") else None,
+                        colorbar=dict(title="drop") if name == "scored" else None),
+            customdata=drops[mask], hovertemplate="top-left (%{y}, %{x})<br>drop %{customdata:.4f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", title="row of the patch")
+    fig.update_xaxes(title="column of the patch")
+    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h"),
+                      title="Patch positions: measured vs interpolated")
+    return fig
+

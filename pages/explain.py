@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from interpret.methods import METHODS
-from interpret.plots import overlay_figure, rgb_figure
+from interpret.plots import overlay_figure, rgb_figure, scored_windows_figure
 from interpret.result import NotDefined
 from pages._ui.explain_ui import (display_image, export_buttons, param_widgets, progressive_occlusion,
                                   run_method)
@@ -25,6 +25,17 @@ def _method_label(name: str) -> str:
     if name == SIDE_BY_SIDE:
         return "Backprop vs guided backprop vs deconvnet (side by side)"
     return METHODS[name].label
+
+
+def _approx_details(attr) -> None:
+    """How much of the approximate occlusion map was measured, and where."""
+    n, total = attr.extra["evaluated"], attr.extra["windows"]
+    tol = attr.params.get("tolerance")
+    st.caption(f"Scored {n} of {total} patch positions ({n / total:.0%}); the others were interpolated where the "
+               f"drops around them differ by less than {tol} × their range. The peak is measured. "
+               "Set the tolerance to 0 for the exact map.")
+    with st.expander("Which patch positions were measured"):
+        st.plotly_chart(scored_windows_figure(attr), key="approx_scored")
 
 
 def _lime_details(handle, attr) -> None:
@@ -119,7 +130,7 @@ with friendly_errors("The explanation"):
         st.stop()
     opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="explain_opacity")
     show = attr
-    if method == "occlusion" and "prob_drop" in attr.extra:
+    if method in ("occlusion", "occlusion_approx") and "prob_drop" in attr.extra:
         kind = st.radio("Map of", ["score (logit) drop", "probability drop"], horizontal=True, key="occ_kind")
         if kind == "probability drop":
             from interpret.result import Attribution
@@ -135,6 +146,8 @@ with friendly_errors("The explanation"):
     stats = pd.DataFrame([{"min": float(show.map.min()), "max": float(show.map.max()),
                            "mean |map|": float(np.abs(show.map).mean()), "seconds": round(attr.seconds, 3)}])
     st.dataframe(stats, hide_index=True)
+    if method == "occlusion_approx" and "scored" in attr.extra:
+        _approx_details(attr)
     if method in ("lime", "lime_fast"):
         _lime_details(handle, attr)
     if attr.extra.get("stability") is not None:

@@ -11,7 +11,7 @@ from tests.apptest_util import navigation_only
 from interpret.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-LIGHT = {"occlusion": {"window": 56, "stride": 56}, "lime": {"num_samples": 40}, "lime_fast": {"num_samples": 60}, "smoothgrad": {"samples": 3},
+LIGHT = {"occlusion": {"window": 56, "stride": 56}, "occlusion_approx": {"window": 56, "stride": 28}, "lime": {"num_samples": 40}, "lime_fast": {"num_samples": 60}, "smoothgrad": {"samples": 3},
          "integrated_gradients": {"steps": 4}}
 
 

@@ -22,6 +22,7 @@ JOBS = [
     ("integrated_gradients", {"steps": 6}), ("smoothgrad", {"samples": 4}),
     ("occlusion", {"window": 56, "stride": 56}), ("lime", {"num_samples": 60, "segmentation": "slic"}),
     ("lime_fast", {"num_samples": 60, "segmentation": "slic"}),  # the frozen TorchScript copy, shared by threads
+    ("occlusion_approx", {"window": 32, "stride": 16}),  # bfloat16 changes, BLAS thread limit while interpolating
 ]
 
 

@@ -143,6 +143,25 @@ def test_fast_lime_shows_its_stability(page):
     assert page.locator(ERROR_SEL).count() == 0
 
 
+def test_approximate_occlusion_says_what_it_measured(page):
+    """A user picks the approximate occlusion: the map appears with how many patch positions were measured, and the
+    expander plots measured vs interpolated positions, with no error."""
+    wait_idle(page)
+    go(page, "Explain")
+    page.get_by_role("button", name="Run", exact=True).wait_for()
+    page.locator('[data-testid="stSelectbox"]').filter(has_text=re.compile(r"^Method$")).click()
+    page.get_by_role("option", name="Occlusion (approximate, fast)").click()
+    wait_idle(page)
+    run_form(page)
+    caption = page.get_by_text(re.compile(r"Scored \d+ of 784 patch positions"))
+    caption.wait_for()
+    n = int(re.search(r"Scored (\d+) of", caption.inner_text()).group(1))
+    assert 25 < n < 784  # refined beyond the coarse grid, not every position
+    page.get_by_text("Which patch positions were measured").click()
+    page.locator('[data-testid="stPlotlyChart"]').nth(1).wait_for()
+    assert page.locator(ERROR_SEL).count() == 0
+
+
 def test_three_sessions_see_their_own_image(browser, app_url):
     """Three browser sessions on one server, each with its own photo: each sees its own prediction and map."""
     photos = {"coffee.jpg": (data.coffee(), "espresso"), "cat.jpg": (data.chelsea(), "cat|tabby"),
