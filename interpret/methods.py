@@ -138,24 +138,25 @@ for _spec in (
     register(_spec)
 
 # Perturbation methods live in their own files; register them when present.
+_PATCH = (  # the occlusion patch, shared by the exact and the approximate occlusion
+    ParamSpec("window", "int", 15, min=1, max=224, help="Side of the square patch, in pixels."),
+    ParamSpec("stride", "int", 8, min=1, max=224, help="Step between patch positions, in pixels."),
+    ParamSpec("baseline", "choice", "zero", choices=("zero", "mean", "blur"),
+              help="What the patch is filled with: zero input (after normalization), the image's mean colour, or "
+                   "the blurred image."),
+    ParamSpec("blur_sigma", "float", 5.0, min=0.5, max=20.0, step=0.5, help="σ of the blur baseline."))
 try:
     from .occlusion import occlusion as _occlusion
 except ImportError:  # pragma: no cover - until interpret/occlusion.py exists
     _occlusion = None
 if _occlusion is not None:
-    register(MethodSpec("occlusion", "Occlusion", _occlusion, True, (
-        ParamSpec("window", "int", 15, min=1, max=224, help="Side of the square patch, in pixels."),
-        ParamSpec("stride", "int", 8, min=1, max=224, help="Step between patch positions, in pixels."),
-        ParamSpec("baseline", "choice", "zero", choices=("zero", "mean", "blur"),
-                  help="What the patch is filled with: zero input (after normalization), the image's mean "
-                       "colour, or the blurred image."),
-        ParamSpec("blur_sigma", "float", 5.0, min=0.5, max=20.0, step=0.5, help="σ of the blur baseline."),
+    register(MethodSpec("occlusion", "Occlusion", _occlusion, True, _PATCH + (
         ParamSpec("fast", "bool", False, help="Batch-norm folded into the convolutions on a private copy, "
                   "channels-last: faster, equal to the exact map up to float rounding (~1e-5)."),
         ParamSpec("batch_size", "int", 64, min=1, max=512, help="Occluded images per forward pass."),
         ParamSpec("engine", "choice", "incremental", choices=("incremental", "batched"),
                   help="incremental: each layer recomputes only the region the patch changes (Krypton) — same map "
-                       "to float rounding, 2.5–8× faster.")),
+                       "to float rounding, 3–10× faster.")),
         description="Zeiler & Fergus 2014: drop of the target score when a patch is hidden.", slow=True))
 
 try:
@@ -163,15 +164,11 @@ try:
 except ImportError:  # pragma: no cover
     _occlusion_approx = None
 if _occlusion_approx is not None:
-    register(MethodSpec("occlusion_approx", "Occlusion (approximate, fast)", _occlusion_approx, True, (
-        ParamSpec("window", "int", 15, min=1, max=224, help="Side of the square patch, in pixels."),
-        ParamSpec("stride", "int", 8, min=1, max=224, help="Step between patch positions, in pixels."),
-        ParamSpec("baseline", "choice", "zero", choices=("zero", "mean", "blur"),
-                  help="What the patch is filled with, as for Occlusion."),
-        ParamSpec("blur_sigma", "float", 5.0, min=0.5, max=20.0, step=0.5, help="σ of the blur baseline."),
+    register(MethodSpec("occlusion_approx", "Occlusion (approximate, fast)", _occlusion_approx, True, _PATCH + (
         ParamSpec("tolerance", "float", 0.12, min=0.0, max=0.5, step=0.01,
                   help="A patch position is scored only where the drops around it differ by more than this share "
-                       "of the drops' range; elsewhere its drop is interpolated. 0: every position (exact map)."),
+                       "of the drops' range; elsewhere its drop is interpolated. 0: every position (and with low "
+                       "precision off, the exact map)."),
         ParamSpec("coarse_step", "int", 4, min=1, max=16, help="Spacing (in patch positions) of the first, "
                   "always scored grid."),
         ParamSpec("low_precision", "bool", True, help="Changes go through bfloat16 convolutions (~0.5 % error "

@@ -125,16 +125,21 @@ def test_explain_and_download(page, app_url, tmp_path):
     assert Image.open(png).format == "PNG"
 
 
-def test_fast_lime_shows_its_stability(page):
-    """A user picks the fast LIME on the bundled coffee: the map, the superpixel weights and the stopping report
-    (samples used of the cap, settled or not, the top-5 overlap per check) appear, with no error."""
+def explain_with(page, method_label: str) -> None:
+    """Open Explain, pick a method by its label and run it with its default parameters."""
     wait_idle(page)
     go(page, "Explain")
     page.get_by_role("button", name="Run", exact=True).wait_for()
     page.locator('[data-testid="stSelectbox"]').filter(has_text=re.compile(r"^Method$")).click()
-    page.get_by_role("option", name="LIME (adaptive, fast)").click()
+    page.get_by_role("option", name=method_label).click()
     wait_idle(page)
     run_form(page)
+
+
+def test_fast_lime_shows_its_stability(page):
+    """A user picks the fast LIME on the bundled coffee: the map, the superpixel weights and the stopping report
+    (samples used of the cap, settled or not, the top-5 overlap per check) appear, with no error."""
+    explain_with(page, "LIME (adaptive, fast)")
     page.get_by_text(re.compile(r"Sampling stopped after \d+ of at most 700 samples")).wait_for()
     page.locator('[data-testid="stPlotlyChart"]').nth(2).wait_for()  # map, weights, stability per check
     if os.environ.get("CNN_LENS_SHOT"):  # a picture of what the user sees, for a person to look at
@@ -146,13 +151,7 @@ def test_fast_lime_shows_its_stability(page):
 def test_approximate_occlusion_says_what_it_measured(page):
     """A user picks the approximate occlusion: the map appears with how many patch positions were measured, and the
     expander plots measured vs interpolated positions, with no error."""
-    wait_idle(page)
-    go(page, "Explain")
-    page.get_by_role("button", name="Run", exact=True).wait_for()
-    page.locator('[data-testid="stSelectbox"]').filter(has_text=re.compile(r"^Method$")).click()
-    page.get_by_role("option", name="Occlusion (approximate, fast)").click()
-    wait_idle(page)
-    run_form(page)
+    explain_with(page, "Occlusion (approximate, fast)")
     caption = page.get_by_text(re.compile(r"Scored \d+ of 784 patch positions"))
     caption.wait_for()
     n = int(re.search(r"Scored (\d+) of", caption.inner_text()).group(1))
