@@ -75,7 +75,7 @@ _BLAS = None
 
 def _one_blas_thread():
     """Context: numpy/scipy's OpenBLAS on one thread. scipy's triangulation calls LAPACK; OpenBLAS's threads then
-    spin for a while and slowed the forward passes of the next level by ~40 % on 2 cores (0.98 → 1.45 s)."""
+    spin for a while and slowed the forward passes of the next level by ~40 % on 2 cores (1.45 s instead of 0.98)."""
     global _BLAS
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
@@ -94,7 +94,6 @@ def _fill(known: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _interpolate(known: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = values.copy()
     nr, nc = known.shape
     if nr == 1 or nc == 1:
         line_known, line_vals = known.ravel(), values.reshape(nr * nc, -1)
@@ -109,6 +108,7 @@ def _interpolate(known: np.ndarray, values: np.ndarray) -> np.ndarray:
     if bad.any():  # outside the hull (cannot happen while the four corners are known): nearest known value
         near = np.argmin(((todo[bad][:, None, :] - pts[None, :, :]) ** 2).sum(-1), axis=1)
         est[bad] = values[known][near]
+    out = values.copy()
     out[~known] = est
     return out
 
@@ -244,8 +244,7 @@ def coarse_occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: 
                 vals[:] = _fill(scored, vals)
         elif stages[k + 1][0] == level:
             continue  # the level's second stage follows: one map per level
-        full = vals
-        drops, prob_drops = logit0 - full[..., 0], prob0 - full[..., 1]
+        drops, prob_drops = logit0 - vals[..., 0], prob0 - vals[..., 1]
         yield Attribution(
             method="occlusion", target=target, map=aggregate(grid, drops), signed=True,
             params={"window": window, "stride": stride, "baseline": baseline, "blur_sigma": blur_sigma,

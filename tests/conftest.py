@@ -29,6 +29,18 @@ def make_handle(net: nn.Module, size: int = 32, n_classes: int | None = None, ke
                        labels=[f"c{i}" for i in range(n_classes)], source="test")
 
 
+def randomize_bn(net: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding batch norm is really exercised."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))  # negative scales too
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return net
+
+
 def zoo_handle(arch: str, size: int = 64, seed: int = 0) -> ModelHandle:
     """A torchvision architecture with random weights (weights=None, seeded) at size×size."""
     from models import zoo

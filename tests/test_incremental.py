@@ -15,18 +15,7 @@ from torch import nn
 
 from interpret.incremental import IncrementalOcclusion, occlusion_incremental
 from interpret.occlusion import aggregate, occlusion, window_grid
-from tests.conftest import assert_same_state, make_handle, model_state, rel_err, zoo_handle
-
-
-def _randomise_bn(net: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return net
+from tests.conftest import assert_same_state, make_handle, model_state, randomize_bn, rel_err, zoo_handle
 
 
 class Residual(nn.Module):
@@ -103,7 +92,7 @@ def _ours64(handle, x, target, window, stride, **kw):
 ])
 def test_hand_made_nets_equal_captum_float64(make, size, window, stride):
     torch.manual_seed(0)
-    net = _randomise_bn(make()).eval()
+    net = randomize_bn(make()).eval()
     h = make_handle(net, size)
     x = torch.randn(1, 3, size, size, dtype=torch.float64)
     ref = _captum(copy.deepcopy(net).double(), x, 1, window, stride)
@@ -119,7 +108,7 @@ def test_change_propagation_is_exact_algebra(make, size, window, stride):
     own padding, changes placed by one pad) in float64 instead of bfloat16: nothing is rounded, so it must equal
     captum's map (window 12 on 12²: every box is the whole map)."""
     torch.manual_seed(0)
-    net = _randomise_bn(make()).eval()
+    net = randomize_bn(make()).eval()
     h = make_handle(net, size)
     x = torch.randn(1, 3, size, size, dtype=torch.float64)
     ref = _captum(copy.deepcopy(net).double(), x, 1, window, stride)
@@ -212,7 +201,7 @@ def test_registered_as_the_occlusion_engine_option():
 
     assert defaults("occlusion")["engine"] == "incremental"  # the app's default; "batched" stays selectable
     torch.manual_seed(0)
-    h = make_handle(_randomise_bn(_plain()).eval(), 24)
+    h = make_handle(randomize_bn(_plain()).eval(), 24)
     x = torch.randn(1, 3, 24, 24)
     inc = explain(h, x, 1, "occlusion", window=5, stride=3)
     ref = explain(h, x, 1, "occlusion", window=5, stride=3, engine="batched")

@@ -9,7 +9,7 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from conftest import assert_same_state, make_handle, model_state, rel_err
+from conftest import assert_same_state, make_handle, model_state, randomize_bn, rel_err
 from interpret.methods import explain
 from interpret.occlusion import aggregate, baseline_image, fast_copy, occlusion, window_grid
 
@@ -20,18 +20,6 @@ def tiny_net() -> nn.Module:
         nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
         nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)).eval()
-
-
-def _randomize_bn(net: nn.Module) -> nn.Module:
-    """Non-trivial running statistics, so folding batch norm is really exercised."""
-    g = torch.Generator().manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return net
 
 
 def captum_map(net, x, target, window, stride, baseline) -> np.ndarray:
@@ -45,7 +33,7 @@ def captum_map(net, x, target, window, stride, baseline) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny():
-    return make_handle(_randomize_bn(tiny_net()), size=20)
+    return make_handle(randomize_bn(tiny_net()), size=20)
 
 
 def test_grid_follows_captum_counts():
@@ -173,7 +161,7 @@ def test_prob_drop_progress_batches_and_registry(tiny):
 
 
 def test_fast_copy_is_private_and_refreshed():
-    net = _randomize_bn(tiny_net())
+    net = randomize_bn(tiny_net())
     h = make_handle(net, size=20)
     before = model_state(net)
     f1 = fast_copy(h)
