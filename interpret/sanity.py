@@ -3,7 +3,29 @@
 Starting from the output, the parameterised blocks of a *copy* of the network are re-initialised one after the
 other, cumulatively, and every method's map is recomputed after each step. A method whose map hardly changes
 while the network's knowledge is destroyed (guided backprop, famously) explains the image more than the model.
-Similarity to the original map: Spearman rank correlation of |map| (and SSIM), as in the paper.
+Similarity to the original map: Spearman rank correlation of |map| (and SSIM), as in the paper. A map with no
+ranking (constant, e.g. all zero, or non-finite) is reported as degenerate with NaN similarity, never as ρ = 0.
+
+Keeping the randomised network alive. Two things silenced EfficientNet-Lite0 (ReLU6 + batch norm) from
+``_blocks.15`` down, so that every map was exactly zero:
+
+* Blocks *between* the listed steps stayed trained. With steps ``_fc, _blocks.15, …`` the head's trained batch
+  norm ``_bn1`` (shift β − γμ/σ negative in all 1280 channels, median −4.6, tuned to inputs of std 3.3) saw
+  inputs ten times smaller (std 0.34) from the randomised block below, so every input of the last ReLU6 was
+  negative (max −1.6): the head output, and so every gradient, was exactly 0. A step now randomises everything
+  from the top down to its block (every module first called at or after it), as the cascade means.
+* Running statistics reset to mean 0 / variance 1 do not normalise, and PyTorch's default conv initialisation
+  (Kaiming-uniform with a = √5, Var w = 1/(3·fan_in)) shrinks the second moment about 3× per conv before ReLU
+  halves it, while the random shifts β stay: each randomised block shrank the input-dependent part of the signal
+  relative to the constant shifts (on the coffee photo the largest input gradient fell from 1.6 to 3e-16 over the
+  21 blocks, about 5× per block; on a small ReLU6 net Grad-CAM's map became all zero). Weights are now drawn
+  from He's variance-preserving Kaiming-uniform (Var w = 2/fan_in), and each
+  randomised normalisation layer normalises with the statistics of the randomised copy's *own* activations on
+  the explained input (mean and variance per channel, re-estimated after every step in one forward pass) — the
+  normalisation a freshly initialised network would apply, not the learned one. Nothing learned survives
+  (weights, affine parameters and statistics all come from the random copy), and every layer again sees
+  unit-variance inputs whose variation comes from the image: over the same 21 blocks the largest input gradient
+  now stays between 0.1 and 4.7.
 """
 from __future__ import annotations
 
@@ -15,7 +37,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import plotly.graph_objects as go
 import torch
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
 from torch import nn
 
 from models.handle import ModelHandle
@@ -31,10 +56,12 @@ RNG_OFFSET = 0x5A17_0000
 class SanityResult:
     """Maps of each method after each cascade step; step 0 is the copy before any randomisation.
 
-    ``steps[i]`` names the block randomised at step i (cumulatively with all before it); ``maps[m][i]`` is
-    method m's map then, ``rank_corr[m][i]`` / ``ssim[m][i]`` its similarity to ``original[m]``, the map of the
-    shared model itself (|map| for the rank correlation, as Adebayo et al.). Step 0's similarity is 1 when the
-    copy is faithful.
+    ``steps[i]`` names the block down to which the network is randomised at step i (everything above it too);
+    ``maps[m][i]`` is method m's map then, ``rank_corr[m][i]`` / ``ssim[m][i]`` its similarity to
+    ``original[m]``, the map of the shared model itself (|map| for the rank correlation, as Adebayo et al.).
+    Step 0's similarity is 1 when the copy is faithful. ``degenerate[m][i]`` is True when that map or the
+    original has no ranking to compare (constant, e.g. all zero, or non-finite); its similarities are then NaN
+    and ``problems[m][i]`` says what is wrong (None where nothing is).
     """
 
     target: int
@@ -46,6 +73,8 @@ class SanityResult:
     ssim: dict[str, list[float]]
     seconds: float = 0.0
     signed: dict[str, bool] = field(default_factory=dict)
+    degenerate: dict[str, list[bool]] = field(default_factory=dict)
+    problems: dict[str, list[str | None]] = field(default_factory=dict)
 
 
 def _own_params(m: nn.Module) -> bool:
@@ -91,34 +120,75 @@ def default_blocks(net: nn.Module) -> list[str]:
     return blocks
 
 
+def _is_norm_with_stats(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+
+
+def _randomize_one(m: nn.Module, gen: torch.Generator) -> None:
+    """Re-initialise the parameters ``m`` owns (not its children's) and reset its running statistics."""
+    if _is_norm_with_stats(m):
+        m.reset_running_stats()
+    weight = getattr(m, "weight", None)
+    fan_in = weight[0].numel() if isinstance(weight, torch.Tensor) and weight.dim() >= 2 else None
+    for name, p in m.named_parameters(recurse=False):
+        if p.dim() >= 2:
+            nn.init.kaiming_uniform_(p, a=0.0, nonlinearity="relu", generator=gen)
+        elif fan_in is not None:
+            b = 1 / math.sqrt(fan_in)
+            p.uniform_(-b, b, generator=gen)
+        elif name == "weight":
+            p.uniform_(0.0, 1.0, generator=gen)
+        else:
+            p.uniform_(-0.5, 0.5, generator=gen)
+
+
 def randomize_(module: nn.Module, gen: torch.Generator) -> None:
     """Re-initialise, in place, every parameter of ``module`` (a private copy) from ``gen``.
 
-    Weights of conv / linear layers: PyTorch's default Kaiming-uniform; their biases: U(±1/√fan_in); 1-D parameters
-    of normalisation layers: γ ~ U(0, 1), β ~ U(−½, ½) — random, so the learned scale is gone as well;
-    batch-norm running statistics are reset to mean 0, variance 1 (learned too; kept, they would normalise the
-    new random activations with the old scale and silence whole layers).
+    Weights of conv / linear layers: He's Kaiming-uniform for ReLU nets (Var w = 2/fan_in, so the second moment
+    survives a conv + ReLU; PyTorch's default a = √5 shrinks it 6×); their biases: U(±1/√fan_in); 1-D
+    parameters of normalisation layers: γ ~ U(0, 1), β ~ U(−½, ½) — random, so the learned scale is gone as well;
+    batch-norm running statistics are reset to mean 0, variance 1 (learned too). ``recalibrate_`` then sets them
+    from the randomised network's own activations.
     """
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
-                m.reset_running_stats()
-            if not _own_params(m):
-                continue
-            weight = getattr(m, "weight", None)
-            fan_in = None
-            if isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-                fan_in = weight[0].numel()
-            for name, p in m.named_parameters(recurse=False):
-                if p.dim() >= 2:
-                    nn.init.kaiming_uniform_(p, a=math.sqrt(5), generator=gen)
-                elif fan_in is not None:
-                    b = 1 / math.sqrt(fan_in)
-                    p.uniform_(-b, b, generator=gen)
-                elif name == "weight":
-                    p.uniform_(0.0, 1.0, generator=gen)
-                else:
-                    p.uniform_(-0.5, 0.5, generator=gen)
+            _randomize_one(m, gen)
+
+
+def recalibrate_(net: nn.Module, x: torch.Tensor, norms: list[nn.Module]) -> None:
+    """Set the running mean and variance of each layer in ``norms`` (batch / instance norms of a private copy) to
+    the per-channel mean and (biased) variance of its input on ``x``, in one forward pass: each layer is updated
+    just before it runs, so later layers see the already re-normalised activations of earlier ones.
+
+    A layer with fewer than two values per channel (a 1-D batch norm on one image) keeps mean 0 / variance 1:
+    there is nothing to estimate. A constant channel gets variance 1 (it becomes β; dividing by √ε would only
+    amplify rounding noise).
+    Temporary hooks, removed in ``finally``.
+    """
+    targets = {id(m): m for m in norms if _is_norm_with_stats(m)}
+    done: set[int] = set()
+
+    def pre(m: nn.Module, inputs: tuple) -> None:
+        if id(m) in done:  # a module called twice: its statistics come from the first call
+            return
+        done.add(id(m))
+        z = inputs[0].detach().to(torch.float64).transpose(0, 1).reshape(inputs[0].shape[1], -1)
+        if z.shape[1] < 2:
+            m.reset_running_stats()
+            return
+        mean = z.mean(1)
+        var = z.var(1, unbiased=False)
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(torch.where(var > 0, var, torch.ones_like(var)))
+
+    handles = [m.register_forward_pre_hook(pre) for m in targets.values()]
+    try:
+        with torch.no_grad():
+            net(x.detach())
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _run(h: ModelHandle, x: torch.Tensor, target: int, method: MethodLike, params: dict) -> Attribution:
@@ -129,23 +199,66 @@ def _run(h: ModelHandle, x: torch.Tensor, target: int, method: MethodLike, param
     return explain(h, x, target, method, **params)
 
 
+def map_problem(m: np.ndarray) -> str | None:
+    """Why a map has no ranking to compare — "map is constant (all zero)", "… (c everywhere)", "map has
+    non-finite values" — or None when it has one. (|map| is ranked, so a map constant in |value| counts too.)"""
+    a = np.asarray(m, dtype=np.float64)
+    if a.size == 0:
+        return "map is empty"
+    if not np.isfinite(a).all():
+        return "map has non-finite values"
+    mag = np.abs(a)
+    if np.ptp(mag) > 0:
+        return None
+    if mag.flat[0] == 0:
+        return "map is constant (all zero)"
+    return f"map is constant (|value| = {mag.flat[0]:.3g} everywhere)"
+
+
+def _problem(original: np.ndarray, new: np.ndarray) -> str | None:
+    p = map_problem(new)
+    if p is None and (q := map_problem(original)) is not None:
+        p = f"the original {q}"
+    return p
+
+
 def _rank_corr(original: np.ndarray, new: np.ndarray) -> float:
-    """Spearman of |map|s; a map that became constant (e.g. Grad-CAM all zero after ReLU) keeps no ranking: 0."""
-    r = spearman(np.abs(original), np.abs(new))
-    return 0.0 if np.isnan(r) and np.ptp(original) > 0 else r
+    """Spearman of |map|s; NaN when either has no ranking (constant or non-finite): there is nothing to compare."""
+    if _problem(original, new) is not None:
+        return float("nan")
+    return spearman(np.abs(original), np.abs(new))
+
+
+def _ssim(original: np.ndarray, new: np.ndarray) -> float:
+    return float("nan") if _problem(original, new) is not None else ssim(original, new)
 
 
 def _name(method: MethodLike) -> str:
     return method if isinstance(method, str) else getattr(method, "__name__", repr(method))
 
 
+def _modules_from(modules: dict[str, nn.Module], order: dict[str, int], block: str, start: int) -> list[str]:
+    """Modules holding parameters or running statistics inside ``block`` or first called at or after ``start``
+    (the block's first call): everything from the top of the network down to the block, in forward order."""
+    def below(n: str) -> bool:
+        return n == block or n.startswith(block + ".")
+
+    names = [n for n, m in modules.items() if n and (_own_params(m) or _is_norm_with_stats(m))
+             and (below(n) or order.get(n, -1) >= start >= 0)]
+    return sorted(names, key=lambda n: order.get(n, len(order)))
+
+
 def cascading_randomization(handle: ModelHandle, x: torch.Tensor, target: int, methods: list[MethodLike],
                             layers: list[str] | None = None, seed: int = 0,
                             method_params: dict[str, dict] | None = None,
                             progress: Callable[[float], None] | None = None) -> SanityResult:
-    """Randomise ``layers`` (module names; default ``default_blocks``) from the top down, cumulatively, on a deep
-    copy of the net, recomputing each method's map (via ``interpret.methods.explain``, or a callable with the method
-    contract) after every step. The given names are sorted by forward-pass order, last first.
+    """Randomise a deep copy of the net from the top down, cumulatively, recomputing each method's map (via
+    ``interpret.methods.explain``, or a callable with the method contract) after every step.
+
+    ``layers`` (module names; default ``default_blocks``) are the steps, sorted by forward-pass order, last
+    first; step L randomises everything from the top down to L — the blocks between two listed steps too, so no
+    trained layer ever sits above a random one. After each step the randomised normalisation layers are
+    re-estimated on ``x`` (``recalibrate_``; see the module docstring for why).
 
     The copy is made under the model's lock (so no per-call hook of another thread is copied) and wrapped in a
     temporary handle with its own lock; the shared model is never modified.
@@ -175,15 +288,71 @@ def cascading_randomization(handle: ModelHandle, x: torch.Tensor, target: int, m
     gen = torch.Generator().manual_seed(RNG_OFFSET + int(seed))
     steps = ["none"] + layers
     total = len(steps) * len(methods)
+    randomised: list[str] = []
     for i, step in enumerate(steps):
         if i > 0:
-            randomize_(modules[step], gen)
+            fresh = [n for n in _modules_from(modules, order, step, first[step]) if n not in randomised]
+            with torch.no_grad():
+                for n in fresh:
+                    _randomize_one(modules[n], gen)
+            randomised += fresh
+            recalibrate_(net, x, [modules[n] for n in randomised])
         for j, (m, n) in enumerate(zip(methods, names)):
             res = _run(temp, x, target, m, method_params.get(n, {}))
             maps[n].append(res.map)
             signed[n] = res.signed
             if progress is not None:
                 progress((i * len(methods) + j + 1) / total)
+    problems = {n: [_problem(original[n], mp) for mp in maps[n]] for n in names}
+    degenerate = {n: [p is not None for p in problems[n]] for n in names}
     rank = {n: [_rank_corr(original[n], mp) for mp in maps[n]] for n in names}
-    sim = {n: [ssim(original[n], mp) for mp in maps[n]] for n in names}
-    return SanityResult(target, names, steps, original, maps, rank, sim, time.perf_counter() - t0, signed)
+    sim = {n: [_ssim(original[n], mp) for mp in maps[n]] for n in names}
+    return SanityResult(target, names, steps, original, maps, rank, sim, time.perf_counter() - t0, signed,
+                        degenerate, problems)
+
+
+def degenerate_steps(res: SanityResult, method: str) -> list[tuple[str, str]]:
+    """(step, problem) for every step at which ``method``'s map had no ranking to compare."""
+    return [(s, p) for s, p in zip(res.steps, res.problems.get(method, [])) if p is not None]
+
+
+def rank_corr_figure(res: SanityResult, label: Callable[[str], str] = str, class_name: str | None = None
+                     ) -> go.Figure:
+    """Spearman ρ of each method's |map| to the original after each cascade step, on ρ's whole range [−1, 1].
+
+    A degenerate step has no ρ, so nothing is drawn at any ρ there (any height would read as a correlation):
+    the method's line breaks, and a strip above the plot ("no ρ") marks the step with an open marker in the
+    method's colour, its hover naming the problem ("map is constant (all zero)")."""
+    xs = list(range(len(res.steps)))
+    colours = {m: qualitative.Plotly[i % len(qualitative.Plotly)] for i, m in enumerate(res.methods)}
+    bad = {m: [i for i, d in enumerate(res.degenerate.get(m, [])) if d] for m in res.methods}
+    strip = any(bad.values())
+    fig = make_subplots(rows=2 if strip else 1, cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        row_heights=[0.18, 0.82] if strip else None)
+    main = 2 if strip else 1
+    for m in res.methods:
+        y = [None if d else r for r, d in zip(res.rank_corr[m], res.degenerate.get(m, [False] * len(xs)))]
+        fig.add_trace(go.Scatter(x=xs, y=y, mode="lines+markers", name=label(m), legendgroup=m,
+                                 line=dict(color=colours[m], width=3), marker=dict(size=9), text=res.steps,
+                                 hovertemplate="after %{text}: ρ = %{y:.3f}<extra>" + label(m) + "</extra>"),
+                      main, 1)
+        if bad[m]:
+            fig.add_trace(go.Scatter(x=bad[m], y=[label(m)] * len(bad[m]), mode="markers", legendgroup=m,
+                                     showlegend=False, marker=dict(symbol="circle-open", size=12, color=colours[m],
+                                                                   line=dict(width=2)),
+                                     text=[f"after {res.steps[i]}: {res.problems[m][i]} — no ranking to compare"
+                                           for i in bad[m]],
+                                     hovertemplate="%{text}<extra>" + label(m) + "</extra>"), 1, 1)
+    if strip:
+        # no tick labels (method names there would push into the ρ axis title): the marker's colour is the method's
+        fig.update_yaxes(title="no ρ", type="category", showticklabels=False, row=1, col=1)
+    fig.update_xaxes(tickvals=xs, ticktext=res.steps, range=[-0.5, len(xs) - 0.5], automargin=True)
+    fig.update_yaxes(automargin=True, title_standoff=10)
+    fig.update_xaxes(title="blocks randomised (top down, cumulative)", tickangle=-45, row=main, col=1)
+    fig.update_yaxes(title="Spearman ρ to the original |map|", range=[-1.05, 1.05], zeroline=True, row=main, col=1)
+    title = "Model randomisation: similarity to the original map"
+    if class_name:
+        title += f" · {class_name}"
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left"), height=460 if strip else 400, font=dict(size=14),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
