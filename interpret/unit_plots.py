@@ -2,7 +2,8 @@
 synthesized images. Pure plotly, no Streamlit: pages only display what these return.
 
 Mosaics are drawn as one trace (one image or one heatmap with gaps) so that hundreds of filters or maps stay
-fast in the browser; hover carries the index and values.
+fast in the browser; hover carries the index and values. Colour scales come from ``colour.colour_scale``:
+weights and signed activations diverging around 0 (white), non-negative data sequential from 0 (black).
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-DIVERGING = "RdBu_r"
-SEQUENTIAL = "Viridis"
+from .colour import DIVERGING, SEQUENTIAL, ColourScale, colour_scale, is_signed  # noqa: F401 (re-exported)
 
 
 def _u8(img: np.ndarray) -> np.ndarray:
@@ -24,12 +24,13 @@ def _u8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
 
 
-def _axes(fig: go.Figure, square: bool = True) -> go.Figure:
+def _axes(fig: go.Figure, square: bool = True, background: str = "white") -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
-    if square:
-        fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), plot_bgcolor="white")
+    if square:  # the plot area shrinks to the data (not the data range to the area): background only in gaps
+        fig.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+        fig.update_xaxes(constrain="domain")
+    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), plot_bgcolor=background)
     return fig
 
 
@@ -89,27 +90,37 @@ def filters_figure(images, bank=None, cols: int | None = None, title: str = "") 
     return _axes(fig)
 
 
-def _kernel_heatmap(tiles: np.ndarray, labels: list[str], values: np.ndarray, cols: int | None, title: str,
-                    signed: bool = True) -> go.Figure:
+def _relative(images) -> np.ndarray:
+    """Normalized filter images (``filters.FilterImages``) → weight / max |weight| of its normalization group:
+    in [-1, 1] with the true zero at 0, whatever the normalization mode."""
+    w = images.weights()
+    m = np.maximum(np.abs(images.lo), np.abs(images.hi)).reshape((-1,) + (1,) * (w.ndim - 1))
+    return (w / np.where(m > 0, m, 1.0)).astype(np.float32)
+
+
+def _kernel_heatmap(tiles: np.ndarray, labels: list[str], values: np.ndarray, cols: int | None,
+                    title: str) -> go.Figure:
+    """Kernels (n, kh, kw) as one mosaic; ``tiles`` are the weights relative to their group (±1 = the largest
+    |w|), drawn on the diverging scale (weights are signed); hover shows the raw weight."""
     mos, index = mosaic(tiles.astype(np.float32), cols)
     vals, _ = mosaic(values.astype(np.float32), cols)
     hover = np.where(index >= 0, np.array(labels + [""], dtype=object)[index], "")
     vtext = np.where(np.isnan(vals), "", np.char.mod("<br>w = %.4g", np.nan_to_num(vals)))
     text = np.char.add(hover.astype(str), vtext)
-    fig = go.Figure(go.Heatmap(z=mos, colorscale=DIVERGING if signed else SEQUENTIAL, zmid=0.5 if signed else None,
-                               text=text, hoverinfo="text", showscale=False))
+    scale = colour_scale(mos, declared=True, limit=1.0)
+    fig = go.Figure(go.Heatmap(z=mos, **scale.heatmap(), text=text, hoverinfo="text", showscale=False))
     fig.update_layout(title=title)
-    return _axes(fig)
+    return _axes(fig, background=scale.gap_colour)
 
 
 def kernel_grid_figure(bank, out_index: int, cols: int | None = None) -> go.Figure:
-    """One deeper filter as its per-input-channel k×k kernels (grey-scale diverging, white = 0)."""
+    """One deeper filter as its per-input-channel k×k kernels (diverging: white = 0, blue < 0, red > 0)."""
     from .filters import kernel_grid
 
     g = kernel_grid(bank, out_index, "symmetric")
     chans = bank.input_channels_of(out_index)
     labels = [f"filter {out_index} · input channel {int(c)}" for c in chans]
-    return _kernel_heatmap(g.images, labels, bank.weight[out_index], cols,
+    return _kernel_heatmap(_relative(g), labels, bank.weight[out_index], cols,
                            f"{bank.layer}: filter {out_index}, {len(chans)} input channels × "
                            f"{bank.kernel[0]}×{bank.kernel[1]} (symmetric normalization)")
 
@@ -120,7 +131,7 @@ def depthwise_figure(bank, cols: int | None = None) -> go.Figure:
 
     d = depthwise_kernels(bank, "symmetric")
     labels = [f"channel {t}" for t in range(len(d.images))]
-    return _kernel_heatmap(d.images, labels, bank.weight[:, 0], cols,
+    return _kernel_heatmap(_relative(d), labels, bank.weight[:, 0], cols,
                            f"{bank.layer}: depthwise, one {bank.kernel[0]}×{bank.kernel[1]} kernel per channel")
 
 
@@ -129,7 +140,7 @@ def filter_norms_figure(bank) -> go.Figure:
     from .filters import filter_norms
 
     n = filter_norms(bank)
-    fig = go.Figure(go.Heatmap(z=n, colorscale=SEQUENTIAL,
+    fig = go.Figure(go.Heatmap(z=n, **colour_scale(n).heatmap(), colorbar=dict(title="‖w‖"),
                                hovertemplate="filter %{y} · input %{x}<br>‖w‖ = %{z:.4g}<extra></extra>"))
     fig.update_layout(title=f"{bank.layer}: kernel norms (filters × input channels per group)",
                       xaxis_title="input channel (within group)", yaxis_title="filter",
@@ -144,15 +155,18 @@ def activation_grid_figure(acts, order: Sequence[int] | None = None, max_maps: i
                            per_map: bool = True) -> go.Figure:
     """Feature maps as one heatmap mosaic in ``order`` (default by max), first ``max_maps`` of them.
 
-    ``per_map`` scales each map to its own range (structure visible in weak channels); hover shows the raw
-    value, channel and unit. ``fig.layout.meta`` holds what ``grid_cell`` needs to map a click to a unit."""
+    ``per_map`` divides each map by its own largest |activation| (structure visible in weak channels; 0 stays
+    0); otherwise all maps share the layer's range. The scale is diverging when the layer has negative values,
+    sequential from 0 otherwise (``colour.colour_scale``). Hover shows the raw value, channel and unit.
+    ``fig.layout.meta`` holds what ``grid_cell`` needs to map a click to a unit."""
     order = np.asarray(acts.order("max") if order is None else order)[:max_maps]
     maps = acts.maps[order].astype(np.float32)
+    signed = is_signed(acts.maps)
     shown = maps
     if per_map:
-        lo = maps.reshape(len(order), -1).min(1)[:, None, None]
-        hi = maps.reshape(len(order), -1).max(1)[:, None, None]
-        shown = (maps - lo) / np.where(hi > lo, hi - lo, 1.0)
+        peak = np.abs(maps).reshape(len(order), -1).max(1)[:, None, None]
+        shown = maps / np.where(peak > 0, peak, 1.0)
+    scale = colour_scale(shown, signed, 1.0 if per_map else None)
     h, w = maps.shape[1:]
     cols_used, _ = _grid(len(order), cols)
     z, index = mosaic(shown, cols)
@@ -160,22 +174,28 @@ def activation_grid_figure(acts, order: Sequence[int] | None = None, max_maps: i
     ii, jj = np.indices(index.shape)
     ch = np.where(index >= 0, order[np.maximum(index, 0)], -1)
     cd = np.stack([ch, ii % (h + 1), jj % (w + 1), np.nan_to_num(raw)], -1)
-    fig = go.Figure(go.Heatmap(z=z, customdata=cd, colorscale=SEQUENTIAL, showscale=not per_map,
+    fig = go.Figure(go.Heatmap(z=z, customdata=cd, **scale.heatmap(), showscale=not per_map,
                                hovertemplate="channel %{customdata[0]} · unit (%{customdata[1]}, %{customdata[2]})"
                                              "<br>activation %{customdata[3]:.4g}<extra></extra>"))
     fig.update_layout(title=f"{acts.layer}: {len(order)} of {acts.channels} maps ({h}×{w})",
                       meta={"order": [int(o) for o in order], "cols": cols_used, "tile": [h, w], "gap": 1})
-    return _axes(fig)
+    _axes(fig, background=scale.gap_colour)
+    # the mosaic's own extent: an overlay (the page's click layer of markers) must not pad the range with
+    # background that is not a gap
+    fig.update_xaxes(range=[-0.5, z.shape[1] - 0.5])
+    fig.update_yaxes(range=[z.shape[0] - 0.5, -0.5], autorange=False)
+    return fig
 
 
 def channel_map_figure(acts, channel: int, unit: tuple[int, int] | None = None) -> go.Figure:
-    """One feature map, hover = value; the chosen unit marked."""
+    """One feature map, hover = value; the chosen unit marked. Diverging when the layer has negative values
+    (as in the grid), sequential from 0 otherwise; the range is this map's largest |activation|."""
     m = acts.maps[channel]
-    fig = go.Figure(go.Heatmap(z=m, colorscale=SEQUENTIAL,
+    fig = go.Figure(go.Heatmap(z=m, **colour_scale(m, is_signed(acts.maps)).heatmap(),
                                hovertemplate="unit (%{y}, %{x})<br>activation %{z:.4g}<extra></extra>"))
     if unit is not None:
         fig.add_shape(type="rect", x0=unit[1] - 0.5, x1=unit[1] + 0.5, y0=unit[0] - 0.5, y1=unit[0] + 0.5,
-                      line=dict(color="red", width=2))
+                      line=dict(color="lime", width=2))  # apart from both scales' colours
     fig.update_layout(title=f"{acts.layer} · channel {channel}")
     return _axes(fig)
 
@@ -216,8 +236,13 @@ def rf_growth_figure(table) -> go.Figure:
 
 # ---- top patches -----------------------------------------------------------------------------------------
 
-def top_patches_figure(result, channel: int, cols: int | None = None, padded: bool = True) -> go.Figure:
-    """The top-k patches of one channel, best first; each titled with its value and hovering its image."""
+TOP_PATCH_TITLE_PX = 34  # band for the figure title, above the 24 px of value labels
+
+
+def top_patches_figure(result, channel: int, cols: int | None = None, padded: bool = True,
+                       width: int = 900) -> go.Figure:
+    """The top-k patches of one channel, best first; each titled with its value and hovering its image. The
+    height fits rows of square cells for a figure about ``width`` px wide, so values sit on their patches."""
     from .top_patches import padded_patch
 
     items = result.patches.get(channel, [])
@@ -230,8 +255,15 @@ def top_patches_figure(result, channel: int, cols: int | None = None, padded: bo
         fig.add_trace(go.Image(z=img, hovertemplate=f"{p.image_name}<br>unit {p.unit} · box {p.box}"
                                                     f"<br>activation {p.value:.4g}<extra></extra>"),
                       row=t // cols + 1, col=t % cols + 1)
-    fig.update_layout(title=f"{result.layer} · channel {channel}: top {len(items)} of {result.n_images} images")
-    return _axes(fig)
+    _axes(fig)
+    # The value labels are subplot titles just above the images; the figure title gets its own band above
+    # them (pinned to the top of the figure) instead of the middle of a 30 px margin, where it sat on them.
+    fig.update_layout(title=dict(text=f"{result.layer} · channel {channel}: top {len(items)} of "
+                                      f"{result.n_images} images", x=0.01, xanchor="left", y=1, yref="container",
+                                 yanchor="top", pad=dict(t=6)),
+                      margin=dict(l=0, r=0, t=TOP_PATCH_TITLE_PX + 24, b=0),
+                      height=int(TOP_PATCH_TITLE_PX + 24 + rows * (width / cols + 30)))
+    return fig
 
 
 # ---- synthesized images ----------------------------------------------------------------------------------
