@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from interpret.top_patches import ImageCollection, from_folder, from_images, from_zip, padded_patch, scan
+from models.collections import BuiltinCollection, builtin_collections
 from models.images import decode_image
 from pages._ui.compute import cache_key, cached
 from pages._ui.guard import friendly_errors
@@ -66,18 +67,22 @@ def _uploaded_collection(files) -> tuple[ImageCollection, str]:
     return col, _digest(*parts)
 
 
+@st.cache_resource(show_spinner="Listing the built-in collections…")
+def _builtins() -> dict[str, BuiltinCollection]:
+    """The built-in collections, listed once per process (their images are made only when scanned)."""
+    return builtin_collections()
+
+
 def _collection(kind: str, files) -> tuple[ImageCollection | None, str, str]:
     """(collection, content hash, description) of the chosen source."""
     if kind == "bundled":
         samples = cached_samples()
         return from_images(samples, source="bundled photos"), _digest("bundled", *samples), \
             f"{len(samples)} bundled photos"
-    if kind == "classroom":
-        from models import classroom
-
-        pairs = classroom.collection(n=120)
-        return from_images(pairs, source="classroom dataset"), _digest("classroom", "120"), \
-            "120 generated classroom images"
+    if kind in _builtins():
+        bc = _builtins()[kind]
+        col = ImageCollection([(k, n) for k, n in enumerate(bc.names)], bc.load, bc.title)
+        return col, _digest("builtin", bc.key, bc.identity), f"{len(bc)} images: {bc.title.lower()}"
     if kind == "folder":
         folder = os.environ.get(COLLECTION_ENV, "")
         col = from_folder(folder, max_files=FOLDER_MAX_FILES)
@@ -110,12 +115,22 @@ with friendly_errors("The top-patch scan"):
     entry, call = layer_picker(handle, "tp", min_size=1)
     n_ch = entry.calls[call][0]
 
-    sources = {"bundled": f"Bundled photos ({len(cached_samples())})", "upload": "Upload images or a zip"}
-    if handle.family == "classroom":
-        sources["classroom"] = "Classroom dataset (120 generated images)"
+    sources = {"bundled": f"Bundled photos ({len(cached_samples())})"}
+    sources.update({key: bc.label for key, bc in _builtins().items()})
     if os.environ.get(COLLECTION_ENV):
         sources["folder"] = f"Server folder ({os.environ[COLLECTION_ENV]})"
-    kind = st.radio("Collection", list(sources), format_func=sources.get, horizontal=True, key="tp_source")
+    sources["upload"] = "Upload images or a zip"
+    default = "classroom_shapes" if handle.family == "classroom" and "classroom_shapes" in sources else "bundled"
+    kind = st.radio("Collection", list(sources), index=list(sources).index(default), format_func=sources.get,
+                    horizontal=True, key="tp_source",
+                    help="The bundled photos are the sidebar's samples; the built-in collections are generated "
+                         "or read from installed packages when scanned. To offer a folder of your own images, "
+                         f"start the app with {COLLECTION_ENV}=/path/to/images.")
+    if kind in _builtins():
+        st.caption(_builtins()[kind].note)
+    elif kind == "upload" and not os.environ.get(COLLECTION_ENV):
+        st.caption(f"Your own images: upload them here, or set {COLLECTION_ENV} to a server folder before "
+                   "starting the app (searched recursively, up to 5000 images).")
     files = None
     if kind == "upload":
         files = st.file_uploader("Images, or zip archives of images", type=UPLOAD_TYPES, accept_multiple_files=True,

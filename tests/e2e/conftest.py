@@ -84,7 +84,10 @@ def browser():
 
 @pytest.fixture
 def page(browser, app_url):
+    from tests.e2e.test_browser import SCRIPT_WATCH
+
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    ctx.add_init_script(f"({SCRIPT_WATCH})()")  # wait_idle's run-state watcher, from the first byte of each page
     pg = ctx.new_page()
     pg.set_default_timeout(120_000)
     pg.goto(app_url)

@@ -15,15 +15,59 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ERROR_SEL = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
-def wait_idle(page, timeout: float = 180_000) -> None:
-    """Wait until Streamlit has finished the current script run."""
+# The app's run state as the frontend renders it: the stApp element carries data-test-script-state (initial,
+# running, notRunning, rerunRequested, stopRequested, compilationError) and data-test-connection-state. A watcher
+# in the page records each change of the pair, how many runs it has seen start, and when the page last sent the
+# server a message (a widget change is sent at once, but the server reports the run it starts only later).
+SCRIPT_WATCH = """() => {
+  let w = window.__cnnLensScript;
+  if (!w) {
+    w = window.__cnnLensScript = {state: null, since: performance.now(), runs: 0, lastSend: -1e9};
+    w.read = () => {
+      const app = document.querySelector('[data-testid="stApp"]');
+      const s = app ? app.getAttribute('data-test-script-state') + '/' + app.getAttribute('data-test-connection-state')
+                    : 'absent';
+      if (s !== w.state) {
+        w.state = s; w.since = performance.now();
+        if (s.startsWith('running/')) w.runs += 1;
+      }
+    };
+    new MutationObserver(w.read).observe(document, {subtree: true, childList: true, attributes: true,
+      attributeFilter: ['data-test-script-state', 'data-test-connection-state']});
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (...args) { w.lastSend = performance.now(); return send.apply(this, args); };
+  }
+  w.read();
+  return w;
+}"""
+
+IDLE = """([settle, grace]) => {
+  const w = (""" + SCRIPT_WATCH + """)();
+  const now = performance.now();
+  if (!/^(notRunning|compilationError)\\/CONNECTED$/.test(w.state)) return false;
+  // a message sent after the last state change may still start a run: wait for it, or for the grace period
+  if (w.lastSend > w.since && now - w.lastSend < grace) return false;
+  return now - Math.max(w.since, w.waitStart ?? -1e9) >= settle;  // no waitStart: the page was reloaded
+}"""
+
+
+def wait_idle(page, timeout: float = 300_000, settle_ms: float = 300, grace_ms: float = 3000) -> dict:
+    """Wait until the app's script is not running (nor about to run) and has stayed so for ``settle_ms``.
+
+    Reads the run state the frontend renders (``data-test-script-state`` on stApp) and the connection state;
+    a message the page sent after the last state change (a click, a typed value) counts as a run about to
+    start until the state changes or ``grace_ms`` pass. Returns what it saw: {"runs": script runs started
+    since the previous wait_idle returned (on pages whose watcher was installed at load, as the ``page``
+    fixture does), "seconds": how long it waited, "state": the final state}.
+    """
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !/Running|Connecting/.test(document.querySelector('[data-testid=\"stStatusWidget\"]').innerText)",
-        timeout=timeout)
-    page.wait_for_timeout(200)
+    t0 = page.evaluate(f"() => {{ const w = ({SCRIPT_WATCH})(); w.waitStart = performance.now(); "
+                       "return w.waitStart; }")
+    page.wait_for_function(IDLE, arg=[settle_ms, grace_ms], timeout=timeout, polling=50)
+    seen = page.evaluate("() => { const w = window.__cnnLensScript; const r = {runs: w.runs - (w.runsSeen ?? 0), "
+                         "state: w.state, t: performance.now()}; w.runsSeen = w.runs; delete w.waitStart; "
+                         "return r; }")
+    return {"runs": seen["runs"], "seconds": max(seen["t"] - t0, 0.0) / 1000, "state": seen["state"]}
 
 
 def sidebar(page):
