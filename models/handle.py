@@ -74,6 +74,10 @@ class ModelHandle:
     notes: str = ""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ValueError(f"{self.name}: a classifier needs at least one output class")
+
     @property
     def input_size(self) -> tuple[int, int]:
         return (self.preprocess.crop, self.preprocess.crop)

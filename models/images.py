@@ -2,7 +2,8 @@
 
 The content is checked, not the file name: only real image decoders are allowed, sizes are bounded before
 any pixel is decoded (decompression bombs), EXIF orientation is applied, transparency is composited on a
-neutral grey, 16-bit and float images are scaled, animations give their first frame.
+neutral grey, 16- and 32-bit integer images are scaled by the bit depth their file declares (never guessed from
+the pixel values, so a dark 16-bit image stays dark), float images from [0, 1], animations give their first frame.
 """
 from __future__ import annotations
 
@@ -36,20 +37,51 @@ class ImageInfo:
     notes: tuple[str, ...]
 
 
-def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
+INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def declared_max(img: Image.Image, data: bytes) -> float:
+    """The largest value an integer ("I", "I;16…") pixel can take, as the file declares it.
+
+    PNG: the bit depth in IHDR (always the first chunk); PNM: Pillow's decoder already rescales the declared maxval
+    (2…65535) to 0…65535; TIFF: BitsPerSample and SampleFormat (signed: 2^(bits−1) − 1). Depths that Pillow
+    unpacks wrongly (a 12-bit TIFF comes out as scrambled 16-bit values) are refused rather than shown garbled.
+    """
+    fmt = img.format
+    if fmt == "PNG" and len(data) > 24:
+        return float(2 ** data[24] - 1)
+    if fmt == "PPM":
+        return 65535.0
+    if fmt == "TIFF":
+        def tag(code: int, default: int) -> int:
+            v = img.tag_v2.get(code, default)
+            return int(v[0] if isinstance(v, tuple) else v)
+
+        bits, signed = tag(258, 1), tag(339, 1) == 2
+        allowed = (16,) if img.mode.startswith("I;16") else (16, 32)
+        if bits not in allowed:
+            raise ImageError(f"This TIFF declares {bits} bits per sample, which cannot be decoded reliably. "
+                             "Please save it with 8 or 16 bits per sample.")
+        return float(2 ** (bits - 1) - 1 if signed else 2 ** bits - 1)
+    raise ImageError(f"This {fmt or 'image'} file holds integer pixels without a declared bit depth.")
+
+
+def _scale_int(arr: np.ndarray, top: float, notes: list[str]) -> Image.Image:
+    """Integer pixels on the declared scale 0…top → 8-bit grey (rounded; negative values, possible in signed
+    TIFFs, are clipped to black)."""
+    out = np.rint(np.clip(arr.astype(np.float64), 0, top) / top * 255.0).astype(np.uint8)
+    kind = "16-bit image" if top == 65535 else "integer image"
+    notes.append(f"{kind} scaled to 8 bits by its declared range 0–{int(top)}")
+    return Image.fromarray(out, "L").convert("RGB")
+
+
+def _to_rgb(img: Image.Image, notes: list[str], int_max: float | None = None) -> Image.Image:
+    """Any decoded mode → RGB. Integer ("I", "I;16…") images need ``int_max``, the top of their declared scale."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.float64)
-        hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        if mode == "I" and arr.max(initial=0) > 65535:
-            lo, hi2 = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / max(hi2 - lo, 1.0) * 255.0
-            notes.append("32-bit integer image rescaled from its value range")
-        else:
-            arr = arr / hi * 255.0
-            if hi > 255:
-                notes.append("16-bit image scaled to 8 bits")
-        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in INT_MODES:
+        if int_max is None:
+            raise ImageError("The image holds integer pixels without a declared bit depth.")
+        return _scale_int(np.asarray(img), int_max, notes)
     if mode == "F":
         arr = np.asarray(img).astype(np.float64)
         finite = np.isfinite(arr)
@@ -102,6 +134,7 @@ def decode_image_info(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int =
                 raise ImageError(f"The image is {w}×{h} pixels: its sides differ by more than {MAX_ASPECT:.0f}×, "
                                  "which leaves nothing useful after the centre crop. Please crop it first.")
             fmt = img.format or "?"
+            int_max = declared_max(img, data) if img.mode in INT_MODES else None
             frames = int(getattr(img, "n_frames", 1) or 1)
             if frames > 1:
                 img.seek(0)
@@ -111,7 +144,7 @@ def decode_image_info(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int =
             img = ImageOps.exif_transpose(img) or img
             if orientation not in (1, None):
                 notes.append("EXIF orientation applied")
-            rgb = _to_rgb(img, notes)
+            rgb = _to_rgb(img, notes, int_max)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -132,7 +165,8 @@ def decode_image(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_
 
 
 def from_array(arr: np.ndarray) -> Image.Image:
-    """A numpy image (H×W, H×W×1/3/4; uint8, uint16, bool or float) → RGB PIL image via the same rules."""
+    """A numpy image (H×W, H×W×1/3/4; uint8, other integers scaled by their dtype's range, bool or float) → RGB PIL
+    image via the same rules."""
     a = np.asarray(arr)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
@@ -149,8 +183,11 @@ def from_array(arr: np.ndarray) -> Image.Image:
         a = a * 255.0 if (lo >= 0 and hi <= 1) else ((a - lo) / (hi - lo) * 255.0 if hi > lo else a * 0)
         a = np.clip(a, 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
-        hi = 65535 if a.max(initial=0) > 255 else 255
-        a = np.clip(a.astype(np.float64) / hi * 255.0, 0, 255).astype(np.uint8)
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ImageError(f"Unsupported image array type {a.dtype}.")
+        # the dtype declares the scale (uint16: 0…65535), whatever values the pixels happen to take
+        top = float(np.iinfo(a.dtype).max)
+        a = np.rint(np.clip(a.astype(np.float64), 0, top) / top * 255.0).astype(np.uint8)
     img = Image.fromarray(a)
     return _to_rgb(img, [])
 

@@ -83,24 +83,36 @@ def load(spec: OperatorSpec) -> ModelHandle:
     net.load_state_dict(state, strict=True)
     net.eval()
     pre = {**DEFAULT_PRE, **getattr(mod, "PREPROCESS", {})}
+    n = _num_classes(net, int(pre["crop"]), spec.code.name)
     labels = getattr(mod, "LABELS", None)
+    if labels is not None and len(labels) != n:
+        raise CheckpointError(f"{spec.code.name}: LABELS names {len(labels)} classes but the network has {n} "
+                              "outputs.")
     if labels is None:
         for suffix in (".labels.txt", ".labels.json"):
             p = spec.code.with_name(spec.code.stem + suffix)
             if p.is_file():
-                labels = read_labels(p.read_bytes(), _num_classes(net, int(pre["crop"])))
+                labels = read_labels(p.read_bytes(), n)
                 break
     if labels is None:
-        labels = read_labels(None, _num_classes(net, int(pre["crop"])))
+        labels = read_labels(None, n)
     return ModelHandle(key=spec.key, name=getattr(mod, "DISPLAY_NAME", spec.name), net=net,
                        preprocess=Preprocess(int(pre["resize"]), int(pre["crop"]), tuple(pre["mean"]),
                                              tuple(pre["std"])),
                        labels=list(labels), source=f"{spec.code} + {spec.weights.name}", family="operator")
 
 
-def _num_classes(net, crop: int) -> int:
-    """Class count from one forward pass on zeros (the output width)."""
+def _num_classes(net, crop: int, name: str) -> int:
+    """Class count from one forward pass on zeros (the output width); at least one, or CheckpointError."""
     import torch
 
     with torch.no_grad():
-        return int(net(torch.zeros(1, 3, crop, crop)).shape[1])
+        out = net(torch.zeros(1, 3, crop, crop))
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CheckpointError(f"{name}: the network must return one row of class scores per image, (batch, "
+                              f"classes); it returned {shape}.")
+    if out.shape[1] < 1:
+        raise CheckpointError(f"{name}: the network has no output classes (its output is {tuple(out.shape)}); a "
+                              "classifier needs at least one.")
+    return int(out.shape[1])

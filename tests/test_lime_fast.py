@@ -17,6 +17,7 @@ from torch import nn  # noqa: E402
 from interpret.lime_fast import _kernel_weights, _ridge_coef, lime_fast, orthogonal_design  # noqa: E402
 from interpret.lime_method import lime_explain  # noqa: E402
 from tests.conftest import assert_same_state, make_handle, model_state  # noqa: E402
+from tests.roundoff import U32, U64, gamma, softmax_rounding  # noqa: E402
 
 SEG = {"segmentation": "slic", "seg_params": {"n_segments": 16, "compactness": 10.0}}
 
@@ -41,15 +42,62 @@ def _w(res) -> np.ndarray:
     return np.array([res.extra["weights"][k] for k in sorted(res.extra["weights"])])
 
 
+def _exact_fit(h, x, segments: np.ndarray, num_samples: int, seed: int):
+    """RedTopLeft's LIME fit done exactly (float64 samples, probabilities and weighted ridge, lime's draw), and
+    first-order bounds on how far float32 sampling can move its weights and its score.
+
+    Per pixel of a sample, each path rounds the image to float32 and normalises it with float32 mean and std
+    (γ₅ of (|v| + |mean|)/std), and ours adds two roundings building it from the hidden image and the change
+    (u·(|x| + |x_hidden|) each); the logit is 8 × a mean of 256 such values (γ₂₅₇ of their mean size); the class
+    probability moves by p(1 − p)·|Δz|, plus the float32 softmax's own rounding. The ridge weights and the R² are
+    functions of the probabilities: their first-order change is |∂/∂p|·Δp (gradients by autograd in float64),
+    plus the two float64 solvers' own error, κ·γ₃ₙ(2⁻⁵³) of the weights."""
+    pre = h.preprocess
+    image = pre.to_display(x[0]).astype(np.float64)
+    n_seg = int(segments.max()) + 1
+    data = np.random.RandomState(seed).randint(0, 2, num_samples * n_seg).reshape(num_samples, n_seg)
+    data[0, :] = 1
+    mean, std = pre.mean[0], pre.std[0]
+    on = data[:, segments[:16, :16]].astype(bool)  # (n, 16, 16): the red top-left quadrant of every sample
+    shown = np.where(on, image[:16, :16, 0], 0.0)  # hide colour 0
+    xq = (shown - mean) / std
+    z = 8 * xq.mean((1, 2))
+    err_in = gamma(5) * (np.abs(shown) + abs(mean)) / std + 2 * U32 * (np.abs((image[:16, :16, 0] - mean) / std)
+                                                                          + abs(mean) / std)
+    err_z = 8 * (err_in.mean((1, 2)) + gamma(257) * np.abs(xq).mean((1, 2)))
+    logits = np.stack([z, np.zeros_like(z)], 1)
+    p = 1 / (1 + np.exp(-z))
+    err_p = 2 * p * (1 - p) * err_z + softmax_rounding(logits, 0)  # 2 ×: first-order, as tests/roundoff.py
+
+    w = torch.from_numpy(_kernel_weights(data))
+    X = torch.from_numpy(data.astype(np.float64))
+    y = torch.from_numpy(p).requires_grad_(True)
+    xm, ym = (w[:, None] * X).sum(0) / w.sum(), (w * y).sum() / w.sum()
+    Xc, yc = X - xm, y - ym
+    A = Xc.T @ (w[:, None] * Xc) + torch.eye(n_seg, dtype=torch.float64)
+    coef = torch.linalg.solve(A, Xc.T @ (w * yc))
+    pred = Xc @ coef + ym
+    r2 = 1 - (w * (y - pred) ** 2).sum() / (w * (y - ym) ** 2).sum()
+    e = torch.from_numpy(err_p)
+    coef_bound = np.array([float((torch.autograd.grad(coef[j], y, retain_graph=True)[0].abs() * e).sum())
+                           for j in range(n_seg)])
+    solver = 2 * float(torch.linalg.cond(A)) * gamma(3 * num_samples, U64) * float(coef.detach().abs().max())
+    r2_bound = float((torch.autograd.grad(r2, y)[0].abs() * e).sum()) + solver
+    return coef.detach().numpy(), coef_bound + solver, float(r2), r2_bound
+
+
 def test_not_adaptive_equals_lime(setup):
     h, x = setup
     before = model_state(h.net)
     ours = lime_fast(h, x, 0, num_samples=300, seed=3, adaptive=False, hide_color=0.0, design="lime", **SEG)
     ref = lime_explain(h, x, 0, num_samples=300, seed=3, hide_color=0.0, **SEG)
     assert np.array_equal(ours.extra["segments"], ref.extra["segments"])
-    assert np.abs(_w(ours) - _w(ref)).max() <= 1e-4 * np.abs(_w(ref)).max()
+    coef, coef_bound, r2, r2_bound = _exact_fit(h, x, ours.extra["segments"], 300, 3)
+    assert coef_bound.max() < 0.01 * np.abs(coef).max()  # small enough for a wrong weight to fail
+    for res in (ours, ref):  # both float32 samplings of the same exact fit
+        assert (np.abs(_w(res) - coef) <= coef_bound).all(), np.abs(_w(res) - coef).max()
+        assert abs(res.extra["score"] - r2) <= r2_bound
     assert ours.extra["top_positive"] == ref.extra["top_positive"]
-    assert ours.extra["score"] == pytest.approx(ref.extra["score"], rel=1e-4)
     assert ours.extra["samples_used"] == 300
     assert_same_state(before, h.net)
 

@@ -13,6 +13,7 @@ from models import default, list_models, load_model, ModelUnavailable
 from models.efficientnet_lite import efficientnet_lite0, packaged_weights_path
 from models.images import from_array
 from models import zoo
+from tests.roundoff import gamma
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,12 @@ def test_preprocess_is_the_published_one(lite):
     x = lite.preprocess(img)
     raw = np.asarray(lite.preprocess.view(img), dtype=np.float32)
     assert x.shape == (3, 224, 224)
-    np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), (raw - 127) / 128, atol=1e-5)
-    np.testing.assert_allclose(lite.preprocess.to_display(x), raw / 255, atol=1e-5)
+    # float32 arithmetic on pixels ≤ 1 and mean, std ≈ 0.5 (127/255, 128/255): v/255, − mean, / std round 3 times
+    # and the constants twice (γ₅ of (1 + mean)/std ≤ 3); (raw − 127)/128 is exact. Back to display space: × std,
+    # + mean (γ₂ of 2), on top of the first error times std.
+    tol = gamma(5) * 3
+    np.testing.assert_allclose(x.permute(1, 2, 0).numpy(), (raw - 127) / 128, rtol=0, atol=tol)
+    np.testing.assert_allclose(lite.preprocess.to_display(x), raw / 255, rtol=0, atol=tol * 0.51 + gamma(4) * 2)
 
 
 def test_default_listed_first_and_available():
@@ -121,3 +126,49 @@ def test_operator_folder(tmp_path, monkeypatch):
         torch.testing.assert_close(h.net(x), ref(x))
     with pytest.raises(ModelUnavailable):
         load_model("op:broken")
+
+
+def _operator(tmp_path, monkeypatch, name: str, body: str):
+    """An operator folder holding NAME.py (``body``) and weights saved from its own build()."""
+    import importlib.util
+    from safetensors.torch import save_file
+
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(body))
+    spec = importlib.util.spec_from_file_location(f"{name}_ref", tmp_path / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    save_file({k: v.contiguous() for k, v in mod.build().state_dict().items()}, str(tmp_path / f"{name}.safetensors"))
+    monkeypatch.setenv("CNN_LENS_MODELS_DIR", str(tmp_path))
+
+
+def test_operator_net_without_output_classes_is_refused(tmp_path, monkeypatch):
+    from models.checkpoints import CheckpointError
+
+    _operator(tmp_path, monkeypatch, "empty", '''
+        from torch import nn
+        def build():
+            return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 0))
+    ''')
+    with pytest.raises(CheckpointError, match="no output classes"):
+        load_model("op:empty")
+
+
+def test_operator_labels_must_match_the_outputs(tmp_path, monkeypatch):
+    from models.checkpoints import CheckpointError
+
+    _operator(tmp_path, monkeypatch, "three", '''
+        from torch import nn
+        LABELS = ["a", "b"]
+        def build():
+            return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    ''')
+    with pytest.raises(CheckpointError, match="LABELS names 2 classes but the network has 3 outputs"):
+        load_model("op:three")
+
+
+def test_a_handle_needs_a_class():
+    from models.handle import ModelHandle, Preprocess
+
+    with pytest.raises(ValueError, match="at least one output class"):
+        ModelHandle(key="k", name="k", net=torch.nn.Identity(), preprocess=Preprocess(8, 8, (0.5,) * 3, (0.5,) * 3),
+                    labels=[], source="test")
