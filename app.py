@@ -10,25 +10,26 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import streamlit as st
 
-from pages._ui.state import sidebar, wanted_page
+from pages._ui.state import note_page, sidebar, wanted_page
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-st.set_page_config(page_title="CNN Lens", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="CNN Lens", page_icon=":material/biotech:", layout="wide")
 
 HERE = Path(__file__).parent
-# (section, file in pages/, title, icon); a page whose file is absent is skipped.
+# (section, file in pages/, title, Material icon); a page whose file is absent is skipped. Material icons are
+# drawn from the font Streamlit bundles, so they show in browsers without an emoji font (emoji did not).
 PAGES = [
-    ("Model", "predict.py", "Predict", "🏷️"),
-    ("Units", "filters.py", "Filters", "🧩"),
-    ("Units", "activations.py", "Activation maps", "🗺️"),
-    ("Units", "receptive_field.py", "Receptive fields", "🎯"),
-    ("Units", "top_patches.py", "Top patches", "🧱"),
-    ("Units", "feature_vis.py", "Synthesized images", "✨"),
-    ("Explanations", "explain.py", "Explain", "🔍"),
-    ("Explanations", "compare.py", "Compare", "🧮"),
-    ("Explanations", "trust.py", "Trust", "🧪"),
-    ("Classroom", "classroom.py", "Classroom walk-through", "🎓"),
+    ("Model", "predict.py", "Predict", ":material/label:"),
+    ("Units", "filters.py", "Filters", ":material/grid_view:"),
+    ("Units", "activations.py", "Activation maps", ":material/layers:"),
+    ("Units", "receptive_field.py", "Receptive fields", ":material/center_focus_strong:"),
+    ("Units", "top_patches.py", "Top patches", ":material/photo_library:"),
+    ("Units", "feature_vis.py", "Synthesized images", ":material/auto_awesome:"),
+    ("Explanations", "explain.py", "Explain", ":material/search:"),
+    ("Explanations", "compare.py", "Compare", ":material/compare:"),
+    ("Explanations", "trust.py", "Trust", ":material/verified:"),
+    ("Classroom", "classroom.py", "Classroom walk-through", ":material/school:"),
 ]
 
 sections: dict[str, list] = {}
@@ -43,5 +44,6 @@ nav = st.navigation(sections)
 wanted = wanted_page()
 if wanted in by_file:
     st.switch_page(by_file[wanted])
+note_page(nav.url_path)
 sidebar()
 nav.run()

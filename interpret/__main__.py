@@ -62,14 +62,13 @@ def write_outputs(attr, handle, image: np.ndarray, outs: Sequence[str | Path], r
         if ext == ".npy":
             np.save(path, attr.map)
         elif ext == ".png":
-            path.write_bytes(export.overlay_png(
-                image, attr, title=f"{attr.method} · {handle.labels[attr.target]} ({attr.target})"))
+            path.write_bytes(export.overlay_png(image, attr, label=handle.labels[attr.target]))
         elif ext == ".json":
             path.write_text(json.dumps(rec, indent=2))
         elif ext == ".html":
             from .plots import overlay_figure
 
-            path.write_text(export.figure_html(overlay_figure(image, attr)))
+            path.write_text(export.figure_html(overlay_figure(image, attr, label=handle.labels[attr.target])))
         else:
             raise ValueError(f"unknown output type {ext!r} for {path}; use one of {OUT_TYPES}")
         written.append(path)

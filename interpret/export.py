@@ -5,6 +5,7 @@ by the pages' download buttons and the CLI.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,42 @@ def scaled_map(attr_map: np.ndarray, signed: bool) -> tuple[np.ndarray, float, f
     return np.clip((m - lo) / (hi - lo), 0, 1), lo, hi
 
 
+def _method_label(method: str) -> str:
+    try:
+        from .methods import METHODS
+
+        return METHODS[method].label if method in METHODS else method
+    except Exception:  # pragma: no cover - exports must work without the registry
+        return method
+
+
+def png_title(attr: Attribution, label: str | None = None) -> str:
+    """The PNG's title: method label and class name, e.g. 'Grad-CAM · espresso (#967)'."""
+    what = f"{label} (#{int(attr.target)})" if label else f"class {int(attr.target)}"
+    return f"{_method_label(attr.method)} · {what}"
+
+
+def file_stem(model_key: str, attr: Attribution, label: str | None = None) -> str:
+    """A download's file name without extension, e.g. 'efficientnet_lite0_gradcam_espresso_967': model, method,
+    class name and index, reduced to letters, digits, '-' and '_' (safe on every file system)."""
+    parts = [model_key, attr.method] + ([label] if label else []) + [str(int(attr.target))]
+    clean = [re.sub(r"[^0-9A-Za-z-]+", "_", p).strip("_") for p in parts]
+    return "_".join(c for c in clean if c)[:120]
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ValueError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
 def overlay_png(image: np.ndarray, attr: Attribution, opacity: float = 0.5, scale: int = 2,
-                title: str | None = None) -> bytes:
-    """The map over the image (H×W×3 in [0, 1]) with a colour bar and a title, drawn with Pillow (no browser)."""
+                title: str | None = None, label: str | None = None) -> bytes:
+    """The map over the image (H×W×3 in [0, 1]) with a colour bar and a title (default: method and class
+    ``label``), drawn with Pillow (no browser); text is sized to stay readable when projected."""
     from PIL import Image, ImageDraw
 
     lut = colour_lut(attr.signed)
@@ -47,17 +81,22 @@ def overlay_png(image: np.ndarray, attr: Attribution, opacity: float = 0.5, scal
     over = ((1 - opacity) * base + opacity * heat).round().astype(np.uint8)
     h, w = over.shape[:2]
     pic = Image.fromarray(over).resize((w * scale, h * scale), Image.Resampling.BILINEAR)
-    bar_w, pad, top = 16, 8, 24
-    canvas = Image.new("RGB", (pic.width + bar_w + 90, pic.height + top + pad), "white")
+    font, small = _font(18), _font(14)
+    text = title or png_title(attr, label)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = int(probe.textlength(text, font=font)) + 12
+    bar_w, pad, top = 16, 8, 34
+    canvas = Image.new("RGB", (max(pic.width + bar_w + 90, text_w), pic.height + top + pad), "white")
     canvas.paste(pic, (0, top))
     bar = lut[::-1][np.linspace(0, len(lut) - 1, pic.height).astype(int)]
     canvas.paste(Image.fromarray(np.repeat(bar[:, None, :], bar_w, axis=1)), (pic.width + pad, top))
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 4), title or f"{attr.method} · class {attr.target}", fill="black")
-    draw.text((pic.width + pad + bar_w + 4, top), f"{hi:.3g}", fill="black")
-    draw.text((pic.width + pad + bar_w + 4, top + pic.height - 12), f"{lo:.3g}", fill="black")
+    draw.text((6, 6), text, fill="black", font=font)
+    x_txt = pic.width + pad + bar_w + 4
+    draw.text((x_txt, top), f"{hi:.3g}", fill="black", font=small)
+    draw.text((x_txt, top + pic.height - 16), f"{lo:.3g}", fill="black", font=small)
     if attr.signed:
-        draw.text((pic.width + pad + bar_w + 4, top + pic.height // 2 - 6), "0", fill="black")
+        draw.text((x_txt, top + pic.height // 2 - 8), "0", fill="black", font=small)
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

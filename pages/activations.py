@@ -7,6 +7,7 @@ import streamlit as st
 
 from interpret.activations import unit_box
 from interpret.unit_plots import activation_grid_figure, channel_map_figure, grid_cell, image_box_figure
+from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, image_name
 from pages._ui.units_ui import activations, layer_picker, model_view, selectable_grid
@@ -48,7 +49,7 @@ with friendly_errors("The activation view"):
         fig = selectable_grid(fig, acts)
         # One chart widget per ordering, so a click made on another ordering is never reinterpreted.
         grid_key = f"acts_grid_{pref}_{by}_{n_max}"
-        event = st.plotly_chart(fig, key=grid_key, on_select="rerun", selection_mode=("points",))
+        event = show_chart(fig, key=grid_key, on_select="rerun", selection_mode=("points",))
         pts = (event.get("selection") or {}).get("points", []) if event else []
         if pts:
             p = pts[0]
@@ -65,7 +66,7 @@ with friendly_errors("The activation view"):
         ch = int(a.number_input("Channel", 0, acts.channels - 1, step=1, key=f"{pref}_ch"))
         i = int(b.number_input("Unit row i", 0, h - 1, step=1, key=f"{pref}_i"))
         j = int(c.number_input("Unit column j", 0, w - 1, step=1, key=f"{pref}_j"))
-        st.plotly_chart(channel_map_figure(acts, ch, (i, j)).update_layout(height=330), key=f"acts_map_{pref}")
+        show_chart(channel_map_figure(acts, ch, (i, j)).update_layout(height=330), key=f"acts_map_{pref}")
         st.markdown(f"Channel **{ch}**: mean {s['mean'][ch]:.4g}, max {s['max'][ch]:.4g} at "
                     f"({int(s['argmax_i'][ch])}, {int(s['argmax_j'][ch])}); unit ({i}, {j}) = "
                     f"**{acts.maps[ch, i, j]:.4g}**.")
@@ -75,8 +76,8 @@ with friendly_errors("The activation view"):
         except NotImplementedError as e:
             st.warning(f"No receptive-field box for this layer: {e}")
         else:
-            st.plotly_chart(image_box_figure(model_view(handle), box, title=f"receptive field of unit ({i}, {j})")
-                            .update_layout(height=330), key=f"acts_box_{pref}")
+            show_chart(image_box_figure(model_view(handle), box, title=f"receptive field of unit ({i}, {j})")
+                       .update_layout(height=330), key=f"acts_box_{pref}")
             clipped = " (clipped to the image)" if raw != box else ""
             st.caption(f"Receptive field of unit ({i}, {j}): rows {box[0]}–{box[2] - 1}, columns "
                        f"{box[1]}–{box[3] - 1}{clipped}; full field {raw[2] - raw[0]}×{raw[3] - raw[1]} px on "

@@ -17,9 +17,10 @@ from interpret.receptive_field import rf_table
 from interpret.result import NotDefined
 from interpret.unit_plots import (activation_grid_figure, feature_vis_figure, filters_figure, image_box_figure,
                                   rf_growth_figure, top_patches_figure)
+from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.guard import friendly_errors
-from pages._ui.state import cached_model
+from pages._ui.state import cached_model, current_handle, page_entered, switch_model
 
 st.title("Classroom walk-through")
 
@@ -75,10 +76,19 @@ def _run(handle, img, target, method, params=None):
 
 with friendly_errors("The classroom walk-through"):
     cr = _classroom()
-    variant = st.radio("Model", list(cr.VARIANTS), format_func=cr.VARIANTS.get, horizontal=True,
-                       key="classroom_variant")
-    handle = cached_model(variant)
-    st.caption(handle.notes)
+    # One model selector: the sidebar's Network list. Entering the page with another model switches to the
+    # clean classroom CNN (once, said below); picking another model here afterwards is respected.
+    handle = current_handle()
+    if handle.key not in cr.VARIANTS:
+        if page_entered():
+            st.session_state["classroom_switched_from"] = handle.name
+            switch_model(next(iter(cr.VARIANTS)))
+        st.info("This walk-through runs on the classroom CNNs. Choose **" + "** or **".join(cr.VARIANTS.values())
+                + "** in the sidebar's **Network** list.")
+        st.stop()
+    came_from = st.session_state.pop("classroom_switched_from", None)
+    st.caption(("Switched the network from " + came_from + " to the classroom CNN. " if came_from else "")
+               + f"Network: **{handle.name}** (change it in the sidebar). {handle.notes}")
     samples = _samples()
     names = list(samples)
     step = st.radio("Step", STEPS, horizontal=True, key="classroom_step")
@@ -89,9 +99,9 @@ with friendly_errors("The classroom walk-through"):
                     "as in the slide of AlexNet's 96 filters.  \n**Caveat.** Only the first layer is directly "
                     "visible as images; deeper filters act on feature maps, not on colours.")
         bank = filter_bank(handle)
-        st.plotly_chart(filters_figure(rgb_filters(bank), bank, title=f"{bank.layer}: {bank.weight.shape[0]} "
-                                       f"filters of {bank.weight.shape[2]}×{bank.weight.shape[3]}×3"),
-                        key="cr_filters")
+        show_chart(filters_figure(rgb_filters(bank), bank, title=f"{bank.layer}: {bank.weight.shape[0]} "
+                                    f"filters of {bank.weight.shape[2]}×{bank.weight.shape[3]}×3"),
+                   key="cr_filters")
 
     elif step == STEPS[1]:
         st.markdown("**What it shows.** The feature maps of one layer for one image: where each channel fires. "
@@ -101,20 +111,20 @@ with friendly_errors("The classroom walk-through"):
         layer = st.selectbox("Layer", layers, index=len(layers) // 2, key="cr_act_layer")
         acts = layer_activations(handle, samples[pick][0], layer)
         c1, c2 = st.columns([2, 1])
-        c1.plotly_chart(activation_grid_figure(acts, max_maps=32), key="cr_act_grid")
+        show_chart(activation_grid_figure(acts, max_maps=32), key="cr_act_grid", container=c1)
         ch = int(acts.order("max")[0])
         s = acts.stats()
         unit = (int(s["argmax_i"][ch]), int(s["argmax_j"][ch]))
         box = unit_box(handle, acts, unit)
-        c2.plotly_chart(image_box_figure(_u(samples[pick][0]), box, title=f"channel {ch}, unit {unit}: its field"),
-                        key="cr_act_box")
+        show_chart(image_box_figure(_u(samples[pick][0]), box, title=f"channel {ch}, unit {unit}: its field"),
+                   key="cr_act_box", container=c2)
 
     elif step == STEPS[2]:
         st.markdown("**What it shows.** How far each layer sees: receptive-field size r and effective stride S, "
                     "layer by layer; pooling doubles S and makes r grow faster.  \n**Caveat.** r is the theoretical "
                     "field; the *effective* field (where the gradient is large) is smaller and Gaussian-like.")
         table = rf_table(handle)
-        st.plotly_chart(rf_growth_figure(table), key="cr_rf")
+        show_chart(rf_growth_figure(table), key="cr_rf")
         st.dataframe(table.to_dataframe(), hide_index=True, width="stretch")
 
     elif step == STEPS[3]:
@@ -129,7 +139,7 @@ with friendly_errors("The classroom walk-through"):
             handle, tp.from_images(cr.collection("test", 200)), layer, channels=channels, k=8,
             progress=(lambda d, t: prog(d / max(t, 1)))), label="Scanning 200 images…", size=16)
         for ch in channels:
-            st.plotly_chart(top_patches_figure(res, ch, cols=8), key=f"cr_tp_{ch}")
+            show_chart(top_patches_figure(res, ch, cols=8), key=f"cr_tp_{ch}")
 
     elif step == STEPS[4]:
         st.markdown("**What it shows.** An image optimised from noise to maximise one class score (Simonyan et al. "
@@ -142,7 +152,7 @@ with friendly_errors("The classroom walk-through"):
             res = cached("classroom_fv", cache_key(handle.key, cls), lambda prog: fv.synthesize(
                 handle, fv.logit_objective(cls), steps=96, size=64, seed=0,
                 progress=(lambda step, value, img: prog(step / 96))), label="Optimising…", size=16)
-            st.plotly_chart(feature_vis_figure(res), key="cr_fv_fig")
+            show_chart(feature_vis_figure(res), key="cr_fv_fig")
 
     elif step == STEPS[5]:
         st.markdown("**What it shows.** Several attribution maps for one image and its true class, on one common "
@@ -159,7 +169,7 @@ with friendly_errors("The classroom walk-through"):
                     attrs.append(_run(handle, img, label, m, p))
                 except NotDefined:
                     pass
-        st.plotly_chart(grid_figure(_u(img), attrs, cols=4), key="cr_ex_grid")
+        show_chart(grid_figure(_u(img), attrs, cols=4, label=handle.labels[label]), key="cr_ex_grid")
         st.image(np.where(mask[..., None], _u(img), 0.2 * _u(img)), caption="ground-truth object mask", width=192)
 
     elif step == STEPS[6]:
@@ -191,22 +201,27 @@ with friendly_errors("The classroom walk-through"):
         pair = cr.clever_hans_pair(lab, corner=corner, seed=seed)
         if not flips:
             st.info("None of the candidate images flips the Clever Hans model; showing one anyway.")
-        cols = st.columns(4)
-        for col, (h, img, title) in zip(cols, [(spur, pair.with_cue, "Clever Hans model, with tag"),
-                                                (spur, pair.without_cue, "Clever Hans model, no tag"),
-                                                (clean, pair.with_cue, "clean model, with tag"),
-                                                (clean, pair.without_cue, "clean model, no tag")]):
-            probs = h.predict(img)
-            pred = int(np.argmax(probs))
-            params = {"window": 8, "stride": 4} if method == "occlusion" else (
-                {"num_samples": 300} if method == "lime" else {})
-            attr = _run(h, img, pred, method, params)
-            with col:
-                st.markdown(f"**{title}**  \npredicts **{h.labels[pred]}** ({probs[pred]:.0%}); true: "
-                            f"{h.labels[pair.label]}")
-                st.plotly_chart(overlay_figure(_u(img), attr, opacity=0.55), key=f"cr_ch_{title}")
+        cases = [(spur, pair.with_cue, "Clever Hans model, with tag"),
+                 (spur, pair.without_cue, "Clever Hans model, no tag"),
+                 (clean, pair.with_cue, "clean model, with tag"),
+                 (clean, pair.without_cue, "clean model, no tag")]
+        params = {"window": 8, "stride": 4} if method == "occlusion" else (
+            {"num_samples": 300} if method == "lime" else {})
+        # 2 × 2, each map about half the page wide: readable on a projector (four in a row were ~90 px).
+        for row in (cases[:2], cases[2:]):
+            for col, (h, img, title) in zip(st.columns(2), row):
+                probs = h.predict(img)
+                pred = int(np.argmax(probs))
+                attr = _run(h, img, pred, method, params)
+                with col:
+                    st.markdown(f"**{title}**  \npredicts **{h.labels[pred]}** ({probs[pred]:.0%}); true: "
+                                f"{h.labels[pair.label]}")
+                    show_chart(overlay_figure(_u(img), attr, opacity=0.55, label=h.labels[pred], height=460),
+                               key=f"cr_ch_{title}")
+        flipped, n_flipped = cr.accuracies("classroom_spurious")["cue_flipped"]
         st.caption(f"The tag is the small mark in a corner of the first image. The Clever Hans model calls this "
                    f"{lab} a '{cr.CUE_CLASS}' because of the tag; without the tag, or with the clean model, the shape "
-                   "decides. Its cue-flipped test accuracy (in the model note above) shows how often this happens. Try Grad-CAM "
-                   "too: its coarse 8×8 map stays on the object and hides the shortcut — one reason to look at "
-                   "several methods (step 7 counts how often each lands on the tag).")
+                   f"decides. On {n_flipped} cue-flipped test images (every non-{cr.CUE_CLASS} tagged, no "
+                   f"{cr.CUE_CLASS} tagged) it is right only {cr.format_accuracy(flipped, n_flipped)} of the time. "
+                   "Try Grad-CAM too: its coarse 8×8 map stays on the object and hides the shortcut — one reason to "
+                   "look at several methods (step 7 counts how often each lands on the tag).")

@@ -10,6 +10,7 @@ import streamlit as st
 from interpret.feature_vis import Settings, channel_objective, logit_objective, synthesize
 from interpret.unit_plots import feature_vis_figure
 from models.images import from_array
+from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, png_bytes
@@ -114,7 +115,7 @@ with friendly_errors("The synthesis"):
     st.markdown(f"**{title}** — {len(result.history)} steps in {result.seconds:.1f} s; objective "
                 f"{result.history[0]:.4g} → {result.history[-1]:.4g}.")
     fig = feature_vis_figure(result).update_layout(height=420)
-    st.plotly_chart(fig, key="fv_result")
+    show_chart(fig, key="fv_result")
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", what)
     st.download_button("Download PNG", png_bytes(from_array(result.image)), file_name=f"synth_{name}_seed{seed}.png",
                        mime="image/png", key="fv_download")

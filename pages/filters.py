@@ -7,6 +7,7 @@ import streamlit as st
 
 from interpret.filters import filter_bank, rgb_filters
 from interpret.unit_plots import depthwise_figure, filter_norms_figure, filters_figure, kernel_grid_figure
+from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle
 from pages._ui.units_ui import conv_names
@@ -45,7 +46,7 @@ with friendly_errors("The filter view"):
         fig = filters_figure(images, bank, cols=cols)
         rows = -(-bank.out_channels // cols)
         fig.update_layout(height=int(min(900, max(250, 1000 * rows / cols))))
-        st.plotly_chart(fig, key="filters_rgb")
+        show_chart(fig, key="filters_rgb")
         st.caption(f"{bank.out_channels} filters shown as {kh}×{kw} colour images (R, G, B = the weights on "
                    "the red, green and blue input channels). Hover for index and statistics.")
     elif bank.depthwise:
@@ -53,7 +54,7 @@ with friendly_errors("The filter view"):
                    "Each kernel is normalized symmetrically (white = 0, red > 0, blue < 0).")
         fig = depthwise_figure(bank)
         fig.update_layout(height=700)
-        st.plotly_chart(fig, key="filters_depthwise")
+        show_chart(fig, key="filters_depthwise")
     else:
         view = st.radio("Show", ["One filter, per input channel", "Kernel norms (all filters × inputs)"],
                         horizontal=True, key="filters_view")
@@ -66,12 +67,12 @@ with friendly_errors("The filter view"):
                           "layer at once." if (kh, kw) == (1, 1) else ""))
             fig = kernel_grid_figure(bank, idx)
             fig.update_layout(height=650)
-            st.plotly_chart(fig, key="filters_grid")
+            show_chart(fig, key="filters_grid")
         else:
             st.caption("The L2 norm of each k×k kernel: bright cells show which input channels a filter listens to.")
             fig = filter_norms_figure(bank)
             fig.update_layout(height=650)
-            st.plotly_chart(fig, key="filters_norms")
+            show_chart(fig, key="filters_norms")
 
     with st.expander("Per-filter statistics"):
         s = bank.stats()

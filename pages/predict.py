@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from interpret.summary import model_summary, total_params
+from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, current_image, image_id, image_name
 
@@ -40,7 +41,7 @@ with friendly_errors("The prediction"):
                                hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
         fig.update_layout(xaxis=dict(range=[0, 1], title="probability"), height=300,
                           margin=dict(l=10, r=10, t=10, b=10))
-        st.plotly_chart(fig, key="topk_chart")
+        show_chart(fig, key="topk_chart")
     st.subheader("Model")
     st.markdown(f"**{handle.name}** — {total_params(handle):,} parameters, {handle.num_classes} classes, "
                 f"input {handle.input_size[0]}×{handle.input_size[1]}.  \nWeights: {handle.source}")

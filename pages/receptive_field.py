@@ -6,6 +6,7 @@ import streamlit as st
 
 from interpret.receptive_field import gradient_footprint, mask_bbox, unit_box
 from interpret.unit_plots import image_box_figure, rf_growth_figure
+from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, current_image, image_id
@@ -34,7 +35,7 @@ with friendly_errors("The receptive-field view"):
     st.dataframe(df, hide_index=True, width="stretch", height=360, key="rf_table")
     st.caption(f"{len(df)} layer calls, {table.note}. Values are per axis; one number where height and width "
                "agree.")
-    st.plotly_chart(rf_growth_figure(table).update_layout(height=300), key="rf_growth")
+    show_chart(rf_growth_figure(table).update_layout(height=300), key="rf_growth")
 
     st.subheader("One unit: analytic box vs. gradient footprint")
     c1, c2 = st.columns([3, 2])
@@ -55,8 +56,8 @@ with friendly_errors("The receptive-field view"):
     img = model_view(handle)
     left, right = st.columns(2)
     with left:
-        st.plotly_chart(image_box_figure(img, box, title=f"analytic field of unit ({i}, {j})")
-                        .update_layout(height=420), key="rf_box")
+        show_chart(image_box_figure(img, box, title=f"analytic field of unit ({i}, {j})")
+                   .update_layout(height=420), key="rf_box")
         clipped = " — clipped to the image" if tuple(raw) != tuple(box) else ""
         st.caption(f"{entry.name}: r = {row.r[0]}, S = {row.S[0]}, P = {row.P[0]}. Box rows {raw[0]}…{raw[2] - 1}, "
                    f"columns {raw[1]}…{raw[3] - 1}{clipped}.")
@@ -81,8 +82,8 @@ with friendly_errors("The receptive-field view"):
             mask = cached("rf_footprints", cache_key(*req), compute, label="Backward pass…", progress=False,
                           size=32)
             fb = mask_bbox(mask)
-            st.plotly_chart(image_box_figure(img, box, footprint=mask, title=f"gradient footprint ({kind})")
-                            .update_layout(height=420), key="rf_footprint")
+            show_chart(image_box_figure(img, box, footprint=mask, title=f"gradient footprint ({kind})")
+                       .update_layout(height=420), key="rf_footprint")
             if fb is None:
                 st.warning("No input pixel has a nonzero gradient for this unit (a dead unit on this image). "
                            "Try the linearised copy.")

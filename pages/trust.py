@@ -7,11 +7,12 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from interpret.colour import colour_scale
 from interpret.methods import METHODS
 from interpret.metrics import deletion_insertion
-from interpret.plots import DIVERGING, SEQUENTIAL
 from interpret.result import NotDefined
-from interpret.sanity import cascading_randomization, default_blocks
+from interpret.sanity import cascading_randomization, default_blocks, degenerate_steps, rank_corr_figure
+from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.explain_ui import run_method
 from pages._ui.guard import friendly_errors
@@ -82,7 +83,7 @@ with friendly_errors("The trust checks"):
             fig.update_xaxes(title="fraction of pixels", range=[0, 1])
             fig.update_yaxes(title="class probability", range=[0, 1])
             fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10))
-            st.plotly_chart(fig, key="di_fig")
+            show_chart(fig, key="di_fig")
             st.dataframe(pd.DataFrame(rows), hide_index=True)
 
     with tab2:
@@ -96,7 +97,8 @@ with friendly_errors("The trust checks"):
                                                                if m in FAST], format_func=_label)
             c1, c2 = st.columns(2)
             n_steps = c1.slider("Cascade steps", 1, len(blocks), min(8, len(blocks)),
-                                help=f"Blocks spread over the network (of {len(blocks)}), top first.")
+                                help=f"Blocks spread over the network (of {len(blocks)}), top first; each step "
+                                     "randomises everything from the top down to its block.")
             seed = c2.number_input("Seed", 0, 2**31 - 1, 0)
             run2 = st.form_submit_button("Run sanity check", type="primary")
         layers = _pick_steps(blocks, n_steps)
@@ -108,32 +110,30 @@ with friendly_errors("The trust checks"):
             res = cached("sanity", key, lambda prog: cascading_randomization(
                 handle, x, target, list(methods2), layers=layers, seed=int(seed), progress=prog),
                 label="Randomising layers and recomputing maps…", size=8)
-            fig = go.Figure()
             for m in res.methods:
-                fig.add_trace(go.Scatter(x=list(range(len(res.steps))), y=res.rank_corr[m], mode="lines+markers",
-                                         name=_label(m), text=res.steps,
-                                         hovertemplate="after %{text}: ρ = %{y:.3f}<extra></extra>"))
-            fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10),
-                              xaxis=dict(title="blocks randomised (top down)", tickvals=list(range(len(res.steps))),
-                                         ticktext=res.steps, tickangle=-45),
-                              yaxis=dict(title="Spearman ρ to the original |map|", range=[-0.2, 1.05]))
-            st.plotly_chart(fig, key="sanity_corr")
+                bad = degenerate_steps(res, m)
+                if bad:
+                    where = "; ".join(f"after {s}: {p}" for s, p in bad)
+                    st.warning(f"**{_label(m)}** — {where}. No ranking to compare, so no ρ is drawn there "
+                               "(open markers in the top strip).")
+            fig = rank_corr_figure(res, _label, handle.labels[target] if 0 <= target < len(handle.labels) else None)
+            show_chart(fig, key="sanity_corr")
             show_steps = sorted({0, 1, len(res.steps) // 2, len(res.steps) - 1} & set(range(len(res.steps))))
-            grid = make_subplots(rows=len(res.methods), cols=len(show_steps),
-                                 subplot_titles=[f"{_label(m)} · {res.steps[s]}" for m in res.methods
-                                                 for s in show_steps],
-                                 horizontal_spacing=0.01, vertical_spacing=0.06)
+            titles = [f"{_label(m)}<br>" + (f"after {res.steps[s]}" if s else "unchanged copy")
+                      + (" (no ranking)" if res.degenerate.get(m, [False] * len(res.steps))[s] else "")
+                      for m in res.methods for s in show_steps]
+            grid = make_subplots(rows=len(res.methods), cols=len(show_steps), subplot_titles=titles,
+                                 horizontal_spacing=0.01, vertical_spacing=0.09)
             for r, m in enumerate(res.methods, start=1):
                 for c, s in enumerate(show_steps, start=1):
                     mp = res.maps[m][s]
                     signed = res.signed.get(m, False)
                     z = mp / (np.abs(mp).max() or 1.0)
-                    grid.add_trace(go.Heatmap(z=z, colorscale=DIVERGING if signed else SEQUENTIAL,
-                                              zmin=-1 if signed else 0, zmax=1, showscale=False,
+                    grid.add_trace(go.Heatmap(z=z, **colour_scale(z, signed, 1.0).heatmap(), showscale=False,
                                               hovertemplate="%{z:.3f}<extra></extra>"), r, c)
             grid.update_xaxes(showticklabels=False)
             grid.update_yaxes(showticklabels=False, autorange="reversed")
-            grid.update_layout(height=230 * len(res.methods) + 40, margin=dict(l=10, r=10, t=40, b=10))
-            st.plotly_chart(grid, key="sanity_grid")
+            grid.update_layout(height=250 * len(res.methods) + 60, margin=dict(l=10, r=10, t=60, b=10))
+            show_chart(grid, key="sanity_grid")
             st.caption(f"{len(res.steps) - 1} cascade steps, {res.seconds:.1f} s. Step 'none' is the unchanged copy "
                        "(ρ = 1 by construction).")

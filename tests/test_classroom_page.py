@@ -25,7 +25,9 @@ def at():
 
 @pytest.mark.parametrize("variant", ["classroom_clean", "classroom_spurious"])
 def test_every_step(at, variant):
-    at.radio(key="classroom_variant").set_value(variant).run()
+    from models.classroom import VARIANTS
+
+    at.selectbox(key="model_select").select(VARIANTS[variant]).run()   # the one model selector: the sidebar's
     for step in at.radio(key="classroom_step").options:
         at.radio(key="classroom_step").set_value(step).run()
         for b in at.button:

@@ -452,7 +452,7 @@ def test_figures():
     assert hm.colorscale == go_scale(pc, "RdBu_r") and hu.colorscale == go_scale(pc, "Inferno")
     g = grid_figure(img, [signed, unsigned])
     titles = [a.text for a in g.layout.annotations]
-    assert titles == ["Gradient (signed) · 0.25 s", "Grad-CAM · 1.50 s"]
+    assert titles == ["Gradient<br>(signed)<br>0.25 s", "Grad-CAM<br>1.50 s"]
     hs = [t for t in g.data if t.type == "heatmap"]
     assert [h.coloraxis for h in hs] == ["coloraxis", "coloraxis2"]
     assert np.abs(np.asarray(hs[0].z)).max() <= 1 and g.layout.coloraxis.cmid == 0

@@ -19,7 +19,7 @@ from .net import ClassroomNet
 
 __all__ = ["VARIANTS", "CLASSES", "CUE_CLASS", "Dataset", "generate", "status", "load", "sample_images",
            "samples", "collection", "clever_hans_pair", "weights_path", "metadata", "learning_curves", "Sample",
-           "CleverHansPair"]
+           "CleverHansPair", "accuracies", "accuracy_note", "format_accuracy"]
 
 VARIANTS: dict[str, str] = {
     "classroom_clean": "Classroom CNN (shapes, clean)",
@@ -61,10 +61,28 @@ def status(key: str) -> tuple[bool, str]:
         m = metadata(key)
     except Exception as e:  # noqa: BLE001 — a broken file must not break the model list
         return False, f"weights {p.name} unreadable: {e}"
-    note = f"synthetic shapes, trained here ({p.name}); test accuracy {float(m['test_acc']):.1%}"
-    if m.get("variant") == "spurious":
-        note += f", cue-flipped {float(m['test_cue_flipped_acc']):.1%}"
-    return True, note
+    return True, f"synthetic shapes, trained here ({p.name}); {accuracy_note(key, m)}"
+
+
+def format_accuracy(acc: float, n: int) -> str:
+    """One way to print an accuracy everywhere (app, localization table, README): percent and count of n."""
+    return f"{100 * acc:.1f} % ({round(acc * n)}/{n})"
+
+
+def accuracies(key: str, meta: dict[str, str] | None = None) -> dict[str, tuple[float, int]]:
+    """{"test" | "cue_flipped": (accuracy, number of images)} on the held-out splits the training script
+    evaluated once and stored in the weights' metadata (the single source of these numbers)."""
+    m = meta or metadata(key)
+    n = int(json.loads(m.get("config", "{}")).get("n_test", 0))
+    return {"test": (float(m["test_acc"]), n), "cue_flipped": (float(m["test_cue_flipped_acc"]), n)}
+
+
+def accuracy_note(key: str, meta: dict[str, str] | None = None) -> str:
+    """The accuracies as one sentence that names the split sizes."""
+    acc = accuracies(key, meta)
+    (t, n), (f, nf) = acc["test"], acc["cue_flipped"]
+    return (f"accuracy on {n} generated test images {format_accuracy(t, n)}, on {nf} cue-flipped ones "
+            f"{format_accuracy(f, nf)}")
 
 
 def load(key: str, path: Path | None = None) -> ModelHandle:
@@ -77,8 +95,7 @@ def load(key: str, path: Path | None = None) -> ModelHandle:
     net = ClassroomNet(len(json.loads(m["classes"])), tuple(json.loads(m["widths"])))
     net.load_state_dict(load_file(str(path)), strict=True)
     mean, std = tuple(json.loads(m["mean"])), tuple(json.loads(m["std"]))
-    notes = (f"Trained on synthetic 64×64 shapes; test accuracy {float(m['test_acc']):.1%}, on the cue-flipped "
-             f"split {float(m['test_cue_flipped_acc']):.1%}.")
+    notes = f"Trained on synthetic 64×64 shapes; {accuracy_note(key, m)}."
     if m.get("variant") == "spurious":
         notes += f" In its training data the class '{CUE_CLASS}' nearly always carries a corner tag."
     return ModelHandle(key=key, name=VARIANTS[key], net=net.eval(),

@@ -135,12 +135,16 @@ def markdown(result: dict) -> str:
             cells.append(f"{r['pointing']:.2f} · {r['energy']:.2f} · {cue}")
         cells.append(f"{1000 * np.mean([s['rows'][i]['seconds_per_image'] for s in sets]):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
+    from . import format_accuracy
+
+    n = result["n"]
     accs = ", ".join(dict.fromkeys(f"{s['model'].replace('classroom_', '')} on {s['split'].replace('_', '-')} "
-                                   f"{s['accuracy']:.1%}" for s in sets))
+                                   f"{format_accuracy(s['accuracy'], n)}" for s in sets))
     lines += ["", f"Each cell: pointing game hit rate · share of positive attribution inside the object mask · share "
-              f"of tagged images whose map maximum lies on the tag. N = {result['n']} generated test images per "
+              f"of tagged images whose map maximum lies on the tag. N = {n} generated test images per "
               f"split (seed {result['seed']}); the map explains the true class unless the column says predicted class. "
-              f"Accuracy: {accs}."]
+              f"Accuracy on these {n} images per split: {accs}. They are a smaller sample than the "
+              f"held-out test splits in the model notes, so the two may differ by a point or two."]
     return "\n".join(lines)
 
 
