@@ -27,18 +27,19 @@ from models import default
 from models.images import decode_image
 
 
-def _median(fn, repeats: int) -> float:
+def _median(fn, repeats: int) -> tuple[float, tuple[float, float]]:
+    """(median, (min, max)) seconds of ``repeats`` runs after one untimed run."""
     fn()
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return statistics.median(ts), (min(ts), max(ts))
 
 
-def measure(h, repeats: int = 5) -> list[tuple[str, float, float | None]]:
-    """(step, median seconds, budget or None) for a bare forward pass, captum's Grad-CAM + saliency + guided
+def measure(h, repeats: int = 5) -> list[tuple[str, float, float | None, tuple[float, float]]]:
+    """(step, median seconds, budget or None, (min, max) seconds) for a bare forward pass, captum's Grad-CAM + saliency + guided
     backprop on the same input (the peer, attributions only, no figures), a new upload to our four figures, and the
     three switches."""
     buf = io.BytesIO()
@@ -94,20 +95,26 @@ def measure(h, repeats: int = 5) -> list[tuple[str, float, float | None]]:
         Saliency(h.net).attribute(xg, target=target)
         GuidedBackprop(h.net).attribute(xg, target=target)
 
-    return [("bare forward pass", _median(forward, repeats), None),
-            ("captum Grad-CAM + saliency + guided backprop (maps only)", _median(captum_maps, repeats), None),
-            ("new upload → CAM, Grad-CAM, saliency, guided backprop figures", _median(new_upload, repeats), 1.0),
-            ("switch Grad-CAM layer", _median(switch_gradcam_layer, repeats), 0.15),
-            ("switch activation-map layer (64 maps)", _median(switch_activation_layer, repeats), 0.15),
-            ("switch channel / unit (map + receptive-field box)", _median(switch_channel, repeats), 0.15)]
+    steps = [("bare forward pass", forward, None),
+             ("captum Grad-CAM + saliency + guided backprop (maps only)", captum_maps, None),
+             ("new upload → CAM, Grad-CAM, saliency, guided backprop figures", new_upload, 1.0),
+             ("switch Grad-CAM layer", switch_gradcam_layer, 0.15),
+             ("switch activation-map layer (64 maps)", switch_activation_layer, 0.15),
+             ("switch channel / unit (map + receptive-field box)", switch_channel, 0.15)]
+    rows = []
+    for name, fn, budget in steps:
+        median, span = _median(fn, repeats)
+        rows.append((name, median, budget, span))
+    return rows
 
 
-def report(rows: list[tuple[str, float, float | None]]) -> None:
-    print(f"{'step':62s} {'seconds':>8s} {'budget':>7s} {'× forward':>9s}")
+def report(rows: list[tuple[str, float, float | None, tuple[float, float]]]) -> None:
+    print(f"{'step':62s} {'median s':>8s} {'[min–max]':>15s} {'budget':>7s} {'× forward':>9s}")
     fwd = rows[0][1]
-    for name, t, budget in rows:
+    for name, t, budget, (lo, hi) in rows:
         ok = "" if budget is None else ("ok" if t <= budget else "OVER")
-        print(f"{name:62s} {t:8.3f} {'' if budget is None else f'{budget:.2f}':>7s} {t / fwd:9.1f} {ok}")
+        print(f"{name:62s} {t:8.3f} {f'[{lo:.3f}–{hi:.3f}]':>15s} {'' if budget is None else f'{budget:.2f}':>7s} "
+              f"{t / fwd:9.1f} {ok}")
 
 
 def main() -> None:
@@ -118,7 +125,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     rows = measure(default.load(), a.repeats)
-    print(f"torch threads: {torch.get_num_threads()}; median of {a.repeats}")
+    print(f"torch threads: {torch.get_num_threads()}; median [min–max] of {a.repeats}")
     report(rows)
 
 

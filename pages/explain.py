@@ -7,9 +7,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from interpret.methods import METHODS
-from interpret.plots import overlay_figure, rgb_figure, scored_windows_figure
+from interpret.plots import class_title, overlay_figure, rgb_figure, rgb_title, scored_windows_figure
 from interpret.result import NotDefined
-from pages._ui.explain_ui import (display_image, export_buttons, param_widgets, progressive_occlusion,
+from pages._ui.charts import show_chart
+from pages._ui.explain_ui import (display_image, export_buttons, parameter_panel, progressive_occlusion,
                                   run_method)
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle
@@ -35,7 +36,7 @@ def _approx_details(attr) -> None:
                f"drops around them differ by less than {tol} × their range. The peak is measured. "
                "Set the tolerance to 0 for the exact map.")
     with st.expander("Which patch positions were measured"):
-        st.plotly_chart(scored_windows_figure(attr), key="approx_scored")
+        show_chart(scored_windows_figure(attr), key="approx_scored")
 
 
 def _lime_details(handle, attr) -> None:
@@ -69,7 +70,7 @@ def _lime_details(handle, attr) -> None:
                                                               for _, w in items][::-1]))
         fig.update_layout(height=40 + 18 * len(items), margin=dict(l=10, r=10, t=30, b=10),
                           title="Per-superpixel weights (largest |w|)")
-        st.plotly_chart(fig, key="lime_weights")
+        show_chart(fig, key="lime_weights")
     st.caption(f"Fit R² = {attr.extra.get('score', float('nan')):.3f}; seed {attr.params.get('seed')}.")
 
 
@@ -83,9 +84,7 @@ with friendly_errors("The explanation"):
     st.session_state.pop("explain_switch", None)
     if method != SIDE_BY_SIDE and METHODS[method].description:
         st.caption(METHODS[method].description)
-    with st.form(f"params_{method}"):
-        params = param_widgets(METHODS[method], handle, "explain") if method != SIDE_BY_SIDE else {}
-        run = st.form_submit_button("Run", type="primary")
+    params, run = parameter_panel(method, handle, "explain")
     req_key = (handle.key, target, method, tuple(sorted(params.items())))
     if run:
         st.session_state["explain_request"] = req_key
@@ -101,7 +100,9 @@ with friendly_errors("The explanation"):
         for col, m in zip(cols, TRIO):
             attr = run_method(handle, target, m, {})
             with col:
-                st.plotly_chart(rgb_figure(attr.extra["rgb"], METHODS[m].label), key=f"trio_{m}")
+                show_chart(rgb_figure(attr.extra["rgb"], f"{METHODS[m].label}<br>"
+                                                         f"{class_title(target, handle.labels[target])}"),
+                           key=f"trio_{m}")
                 st.caption(f"{attr.seconds:.2f} s")
         st.caption("Grey is zero; colours show the per-channel gradient sign and size (99.5th percentile scaling). "
                    "Guided backprop keeps only positive gradients through active ReLUs, which gives the crisp "
@@ -113,7 +114,8 @@ with friendly_errors("The explanation"):
 
             def _show(a) -> None:
                 with live.container():
-                    st.plotly_chart(overlay_figure(image, a, opacity=0.55), key=f"occ_live_{a.extra['level']}")
+                    show_chart(overlay_figure(image, a, opacity=0.55, label=handle.labels[target]),
+                               key=f"occ_live_{a.extra['level']}")
                     st.caption(f"coarse map from {a.extra['evaluated']} of {a.extra['windows']} windows "
                                f"({a.seconds:.2f} s) — refining…")
 
@@ -136,13 +138,14 @@ with friendly_errors("The explanation"):
             from interpret.result import Attribution
 
             show = Attribution("occlusion", attr.target, attr.extra["prob_drop"], True, attr.params)
-    fig = overlay_figure(image, show, opacity=opacity)
+    fig = overlay_figure(image, show, opacity=opacity, label=handle.labels[target])
     if "rgb" in attr.extra:
         c1, c2 = st.columns(2)
-        c1.plotly_chart(fig, key="explain_fig")
-        c2.plotly_chart(rgb_figure(attr.extra["rgb"], "per-channel gradient"), key="explain_rgb")
+        show_chart(fig, key="explain_fig", container=c1)
+        show_chart(rgb_figure(attr.extra["rgb"], rgb_title(method, handle.labels[target], target)),
+                   key="explain_rgb", container=c2)
     else:
-        st.plotly_chart(fig, key="explain_fig")
+        show_chart(fig, key="explain_fig")
     stats = pd.DataFrame([{"min": float(show.map.min()), "max": float(show.map.max()),
                            "mean |map|": float(np.abs(show.map).mean()), "seconds": round(attr.seconds, 3)}])
     st.dataframe(stats, hide_index=True)
@@ -163,6 +166,6 @@ with friendly_errors("The explanation"):
             sfig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[o for _, o in hist], mode="lines+markers"))
             sfig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="Top-5 overlap per check",
                                xaxis_title="samples", yaxis=dict(range=[0, 1.05], title="overlap"))
-            st.plotly_chart(sfig, key="lime_stability")
+            show_chart(sfig, key="lime_stability")
     st.markdown("**Export**")
     export_buttons(handle, show, fig, "explain_export")

@@ -6,14 +6,15 @@ from typing import Any
 
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from interpret import export
 from interpret.layers import list_layers
-from interpret.methods import METHODS, MethodSpec, explain
+from interpret.methods import METHODS, MethodSpec, ParamSpec, explain
 from interpret.result import Attribution
 from models import ModelHandle
 
-from .compute import _cache, cache_key, cached
+from .compute import _cache, await_fast_paths, cache_key, cached
 from .state import current_image, image_id
 
 
@@ -23,32 +24,91 @@ def layer_names(model_key: str, _handle: ModelHandle) -> list[str]:
     return [l.name for l in list_layers(_handle.net, ("conv", "act", "pool", "block", "norm"))]
 
 
+def _widget(p: ParamSpec, handle: ModelHandle, key: str) -> Any:
+    """One widget for one parameter, labelled and explained from its spec."""
+    label = p.title
+    if p.kind == "int":
+        return int(st.number_input(label, min_value=int(p.min) if p.min is not None else None,
+                                   max_value=int(p.max) if p.max is not None else None,
+                                   value=int(p.default), step=1, help=p.help, key=key))
+    if p.kind == "float":
+        return float(st.slider(label, float(p.min or 0.0), float(p.max or 1.0), float(p.default),
+                               step=float(p.step or 0.01), help=p.help, key=key))
+    if p.kind == "bool":
+        return bool(st.checkbox(label, value=bool(p.default), help=p.help, key=key))
+    if p.kind == "choice":
+        choices = list(p.choices or ())
+        return st.selectbox(label, choices, index=choices.index(p.default), format_func=p.choice_label,
+                            help=p.help, key=key)
+    if p.kind == "dict":
+        text = st.text_input(f"{label} (JSON, optional)", value="", help=p.help, key=key,
+                             placeholder='e.g. {"kernel_size": 4, "max_dist": 200}')
+        try:
+            return _json_dict(text, label)
+        except ValueError as e:
+            st.error(str(e))
+            return INVALID
+    if p.kind == "layer":
+        names = [DEFAULT_LAYER] + layer_names(handle.key, handle)
+        pick = st.selectbox(label, names, index=0, help=p.help, key=key)
+        return None if pick == DEFAULT_LAYER else pick
+    raise ValueError(f"unknown parameter kind {p.kind!r}")
+
+
+DEFAULT_LAYER = "(default)"
+INVALID = object()  # a typed value that could not be read (its message is shown under the field)
+
+
 def param_widgets(spec: MethodSpec, handle: ModelHandle, prefix: str) -> dict[str, Any]:
-    """One widget per ParamSpec (inside a form, so nothing recomputes until Run)."""
+    """One widget per parameter that applies, the implementation knobs in an "Advanced" expander; every value
+    is returned (a parameter that does not apply to the choices made keeps its default and is not shown)."""
     out: dict[str, Any] = {}
+    advanced = [p for p in spec.params if p.advanced]
     for p in spec.params:
-        key = f"{prefix}_{spec.name}_{p.name}"
-        if p.kind == "int":
-            out[p.name] = int(st.number_input(p.name, min_value=int(p.min) if p.min is not None else None,
-                                              max_value=int(p.max) if p.max is not None else None,
-                                              value=int(p.default), step=1, help=p.help, key=key))
-        elif p.kind == "float":
-            out[p.name] = float(st.slider(p.name, float(p.min or 0.0), float(p.max or 1.0), float(p.default),
-                                          step=float(p.step or 0.01), help=p.help, key=key))
-        elif p.kind == "bool":
-            out[p.name] = bool(st.checkbox(p.name, value=bool(p.default), help=p.help, key=key))
-        elif p.kind == "choice":
-            choices = list(p.choices or ())
-            out[p.name] = st.selectbox(p.name, choices, index=choices.index(p.default), help=p.help, key=key)
-        elif p.kind == "dict":
-            text = st.text_input(f"{p.name} (JSON, optional)", value="", help=p.help, key=key,
-                                 placeholder='e.g. {"kernel_size": 4, "max_dist": 200}')
-            out[p.name] = _json_dict(text, p.name)
-        elif p.kind == "layer":
-            names = ["(default)"] + layer_names(handle.key, handle)
-            pick = st.selectbox(p.name, names, index=0, help=p.help, key=key)
-            out[p.name] = None if pick == "(default)" else pick
-    return out
+        if not p.advanced:
+            out[p.name] = _widget(p, handle, f"{prefix}_{spec.name}_{p.name}") if p.applies(out) else p.default
+    if advanced:
+        with st.expander("Advanced"):
+            for p in advanced:
+                out[p.name] = _widget(p, handle, f"{prefix}_{spec.name}_{p.name}") if p.applies(out) else p.default
+    return {p.name: out[p.name] for p in spec.params}
+
+
+def _state_keys(prefix: str, method: str, handle: ModelHandle) -> tuple[str, str, str]:
+    base = f"{prefix}__{handle.key}__{method}"
+    return f"{base}__live", f"{base}__submitted", f"{prefix}__run_clicked"
+
+
+@st.fragment
+def _panel(method: str, handle: ModelHandle, prefix: str) -> None:
+    """The parameters and the Run button. A fragment, so changing a parameter reruns only this panel (fields
+    that apply to one choice appear at once, the shown result stays); Run stores the values and reruns the
+    page."""
+    live, submitted, clicked = _state_keys(prefix, method, handle)
+    with st.container(border=True):
+        spec = METHODS.get(method)
+        params = param_widgets(spec, handle, prefix) if spec is not None else {}
+        bad = any(v is INVALID for v in params.values())
+        if not bad:
+            st.session_state[live] = params
+        if st.button("Run", type="primary", key=f"{prefix}_{method}_run", disabled=bad,
+                     help="Fix the settings marked above first." if bad else None):
+            st.session_state[submitted] = params
+            st.session_state[clicked] = True
+            ctx = get_script_run_ctx()
+            if ctx is not None and ctx.fragment_ids_this_run:  # a panel-only rerun: now run the page
+                st.rerun()
+
+
+def parameter_panel(method: str, handle: ModelHandle, prefix: str) -> tuple[dict[str, Any], bool]:
+    """Draw the parameter panel of ``method`` (one that is not in the registry gets a Run button only) and
+    return (the parameters as of the last Run — the shown values before the first —, whether Run was just
+    pressed). Like a form, edits count only once Run is pressed."""
+    _panel(method, handle, prefix)
+    live, submitted, clicked = _state_keys(prefix, method, handle)
+    run = bool(st.session_state.pop(clicked, False))
+    params = st.session_state.get(submitted, st.session_state.get(live, {}))
+    return dict(params), run
 
 
 def _json_dict(text: str, name: str) -> dict | None:
@@ -70,7 +130,8 @@ def run_method(handle: ModelHandle, target: int, method: str, params: dict[str, 
     key = cache_key(handle.key, image_id(), target, method, params)
     x = handle.input_tensor(current_image())
     return cached("attributions", key, lambda prog: explain(handle, x, target, method, progress=prog, **params),
-                  label=f"{spec.label}…", progress=spec.slow, size=96)
+                  label=f"{spec.label}…", progress=spec.slow, size=96,
+                  before=lambda: await_fast_paths(handle, method))
 
 
 def progressive_occlusion(handle: ModelHandle, target: int, params: dict[str, Any], show) -> Attribution:
@@ -84,12 +145,19 @@ def progressive_occlusion(handle: ModelHandle, target: int, params: dict[str, An
     if hit is not None:
         return hit
     x = handle.input_tensor(current_image())
+    await_fast_paths(handle, "occlusion")
+    label = f"{METHODS['occlusion'].label}…"
+    bar = st.progress(0.0, text=label)
     final = None
-    for attr in coarse_occlusion(handle, x, target, window=params["window"], stride=params["stride"],
-                                 baseline=params["baseline"], blur_sigma=params["blur_sigma"],
-                                 batch_size=params["batch_size"]):
-        show(attr)
-        final = attr
+    try:
+        for attr in coarse_occlusion(handle, x, target, window=params["window"], stride=params["stride"],
+                                     baseline=params["baseline"], blur_sigma=params["blur_sigma"],
+                                     batch_size=params["batch_size"],
+                                     progress=lambda f: bar.progress(min(max(float(f), 0.0), 1.0), text=label)):
+            show(attr)
+            final = attr
+    finally:
+        bar.empty()
     final.params = {**params, "progressive": True}
     lru.put(key, final)
     return final
@@ -104,10 +172,11 @@ def export_buttons(handle: ModelHandle, attr: Attribution, fig, key: str) -> Non
     """PNG of the map over the image, the raw map (.npy), the interactive figure (.html) and the settings (.json)."""
     image = display_image(handle)
     record = export.settings_record(attr, handle, image_id())
-    stem = f"{handle.key}_{attr.method}_{attr.target}".replace(":", "_").replace("/", "_")
+    label = handle.labels[attr.target]
+    stem = export.file_stem(handle.key, attr, label)
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("PNG", export.overlay_png(image, attr), f"{stem}.png", "image/png", key=f"{key}_png",
-                       on_click="ignore")
+    c1.download_button("PNG", export.overlay_png(image, attr, label=label), f"{stem}.png", "image/png",
+                       key=f"{key}_png", on_click="ignore")
     c2.download_button("Map (.npy)", export.npy_bytes(attr.map), f"{stem}.npy", "application/octet-stream",
                        key=f"{key}_npy", on_click="ignore")
     c3.download_button("Figure (.html)", export.figure_html(fig), f"{stem}.html", "text/html",

@@ -18,6 +18,8 @@ from models import DEFAULT_MODEL, ModelHandle, ModelUnavailable, list_models, lo
 from models.checkpoints import ARCHITECTURES, CheckpointError, load_user_model
 from models.images import MAX_BYTES, ImageError, decode_image_info, image_bytes, sample_images
 
+from .compute import start_warm_up
+
 log = logging.getLogger("cnn_lens")
 
 IMAGE_UPLOAD_MB = MAX_BYTES // 2**20
@@ -109,7 +111,14 @@ def _set_sample(name: str) -> None:
 
 
 def current_handle() -> ModelHandle:
-    """The handle of the chosen model (the default one if the choice cannot be loaded)."""
+    """The handle of the chosen model (the default one if the choice cannot be loaded). From the first time a
+    model is asked for, its fast-path copies are built in the background (``compute.start_warm_up``)."""
+    handle = _chosen_handle()
+    start_warm_up(handle)
+    return handle
+
+
+def _chosen_handle() -> ModelHandle:
     _ensure_shell()
     _init()
     key = st.session_state["model_key"]
@@ -162,7 +171,11 @@ def sidebar() -> None:
 
         labels = [label(k) for k in keys]
         # Options are the display strings (AppTest and the browser agree on them); map back to keys.
-        chosen = st.selectbox("Network", labels, index=keys.index(ss["model_key"]), key="model_select")
+        # The widget's value is set through session state whenever the model was chosen elsewhere (a page's
+        # switch_model, loaded weights): passing index= alone leaves the browser showing the old choice.
+        if ss.pop("_model_pending", False) or ss.get("model_select") not in labels:
+            ss["model_select"] = label(ss["model_key"])
+        chosen = st.selectbox("Network", labels, key="model_select")
         choice = keys[labels.index(chosen)] if chosen in labels else ss["model_key"]
         if choice in by_key and not by_key[choice].available:
             st.warning(by_key[choice].status)
@@ -183,8 +196,14 @@ def sidebar() -> None:
             if ss["image_id"] != "sample:" + pick:
                 _set_sample(pick)
         else:
+            # A refused file is reported in the run that read it, and the uploader is then replaced by an
+            # empty one (new key): the message stays until the user's next action, not on every later page.
+            # Files the browser refuses itself (too large) never reach the server; a fresh uploader on each
+            # page keeps their message on the page where it happened. The chosen image is shown below.
+            if page_entered():
+                ss["upload_round"] = ss.get("upload_round", 0) + 1
             up = st.file_uploader("Image file", type=["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"],
-                                  key="image_upload", max_upload_size=IMAGE_UPLOAD_MB,
+                                  key=f"image_upload_{ss.get('upload_round', 0)}", max_upload_size=IMAGE_UPLOAD_MB,
                                   help=f"PNG, JPEG, GIF, BMP, WebP or TIFF up to {IMAGE_UPLOAD_MB} MB.")
             if up is not None and ss.get("last_upload_id") != up.file_id:
                 ss["last_upload_id"] = up.file_id
@@ -192,16 +211,14 @@ def sidebar() -> None:
                 try:
                     img, info = decode_image_info(data)
                 except ImageError as e:
-                    ss["upload_error"] = f"{up.name}: {e}"
+                    ss["upload_round"] = ss.get("upload_round", 0) + 1
+                    st.error(f"{up.name}: {e}\n\nThe previous image is kept.")
                     log.info("refused upload %s: %s", up.name, e)
                 else:
-                    ss["upload_error"] = None
                     ss["image"] = img
                     ss["image_name"] = up.name
                     ss["image_id"] = "upload:" + _digest(data)
                     ss["image_notes"] = info.notes
-            if ss.get("upload_error"):
-                st.error(ss["upload_error"] + "\n\nThe previous image is kept.")
         st.image(ss["image"], caption=ss["image_name"], width="stretch")
         if ss.get("image_notes"):
             st.caption("; ".join(ss["image_notes"]))
@@ -238,3 +255,23 @@ def _user_weights_form() -> None:
 
 def png_bytes(img: Image.Image) -> bytes:
     return image_bytes(img, "PNG")
+
+
+def switch_model(key: str) -> None:
+    """Make ``key`` the session's model, as if it had been picked in the sidebar, and rerun so the sidebar's
+    Network list (drawn before the page) shows it."""
+    st.session_state["model_key"] = key
+    st.session_state["_model_pending"] = True
+    st.rerun()
+
+
+def note_page(page: str) -> None:
+    """Called by app.py on every run with the page about to run: remembers whether this run entered it."""
+    ss = st.session_state
+    ss["_page_entered"] = ss.get("_page_last") != page
+    ss["_page_last"] = page
+
+
+def page_entered() -> bool:
+    """Whether this run is the first on the current page since another page (or the session start)."""
+    return bool(st.session_state.get("_page_entered", True))
