@@ -178,11 +178,11 @@ with friendly_errors("The classroom walk-through"):
                     "inside the mask; for the Clever Hans model also how often the maximum lands on the cue.  \n"
                     "**Caveat.** Good localisation is not faithfulness: a method can outline objects while ignoring "
                     "the model (see the sanity check on *Trust*).")
-        from models.classroom import localization
+        from interpret import localization
 
         res = localization.load_result()
         if res is None:
-            st.warning("No localization result shipped; compute it with `python -m models.classroom.localization`.")
+            st.warning("No localization result shipped; compute it with `python -m interpret.localization`.")
         else:
             st.markdown(localization.markdown(res))
 

@@ -159,7 +159,7 @@ def test_localization_scores_oracle_maps(monkeypatch, clean):
     and miss the object; the chance row is the mean mask area."""
     from interpret import methods as M
     from interpret.result import Attribution
-    from models.classroom import localization as L
+    from interpret import localization as L
 
     ds = D.generate("test", 12, seed=3, cue_flipped=True)
     xs = clean.preprocess.normalize(torch.from_numpy(ds.images).permute(0, 3, 1, 2).float() / 255)
@@ -190,7 +190,7 @@ def test_localization_scores_oracle_maps(monkeypatch, clean):
 
 
 def test_shipped_localization_result():
-    from models.classroom import localization as L
+    from interpret import localization as L
 
     res = L.load_result()
     assert res is not None and res["n"] >= 200

@@ -248,7 +248,7 @@ def test_classroom_accuracies_have_one_source_and_name_their_split(app):
     """The caption (model note), step 7's footnote and README print the stored accuracies with one formatter,
     each with its count of images, so equal splits give equal numbers and different ones say so."""
     from models import classroom as cr
-    from models.classroom import localization as L
+    from interpret import localization as L
 
     at = app
     _go(at, "classroom.py")
