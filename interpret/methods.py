@@ -249,6 +249,9 @@ _HIDE = ParamSpec("hide_color", "choice", "mean", choices=("mean", "black", "gre
                   help="What a switched-off superpixel is filled with (lime's default: its own mean colour).",
                   choice_labels=(("mean", "Its mean colour"), ("black", "Black"), ("grey", "Grey"),
                                  ("white", "White")))
+_LIME_SEED = ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling: the "
+                       "same seed gives the same map.", **_SEED)
+
 try:
     from .lime_method import lime_explain as _lime
 except ImportError:  # pragma: no cover - until interpret/lime_method.py exists
@@ -263,8 +266,7 @@ if _lime is not None:
                   help="Images with random superpixels hidden that the linear model is fitted on: more gives "
                        "steadier weights and takes proportionally longer."),
         _HIDE,
-        ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling: the same "
-                  "seed gives the same map.", **_SEED),
+        _LIME_SEED,
         ParamSpec("batch_size", "int", 10, min=1, max=500, label="Batch size", advanced=True,
                   help="Perturbed images per forward pass.")),
         description="Ribeiro et al. 2016: a linear model on superpixels fitted to perturbed images.", slow=True))
@@ -282,8 +284,7 @@ if _lime_fast is not None:
                   help="Most perturbed images (the orthogonal design reaches the agreement of lime's 1000 with "
                        "fewer); sampling stops earlier once the top superpixels are stable."),
         _HIDE,
-        ParamSpec("seed", "int", 0, min=0, max=2**31 - 1, help="Seed of segmentation and sampling: the same "
-                  "seed gives the same map.", **_SEED),
+        _LIME_SEED,
         ParamSpec("adaptive", "bool", True, label="Stop early once the top superpixels are stable",
                   help="Stop sampling when the top-5 superpixels have not changed for the number of checks set "
                        "below; off: always draw the most samples."),
