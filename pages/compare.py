@@ -19,12 +19,13 @@ st.caption("Each map is divided by its own largest |value|, so signed maps share
 
 # Quick settings reach every slow method, the fast variants included (same patch grid / sample budget as their
 # plain counterparts, so "fast" stays faster): the approximate occlusion refines the same 14 × 14 grid from every
-# 2nd position with a looser tolerance (on the bundled photos it scores 49–85 % of the positions; on coffee in 4
-# batches instead of 8 from every 4th), fast LIME gets LIME's 300 samples, in batches of 10 (as LIME's): its
+# 3rd position with a looser tolerance (it scores 96–102 of the 196 positions on coffee and rocket, 130 on chelsea,
+# in 3–5 passes; from every 2nd position it scored as many in 5–7 passes, each with a fixed cost of 20–40 ms, and
+# was barely faster than the exact map), fast LIME gets LIME's 300 samples, in batches of 10 (as LIME's): its
 # default 5 is ~20 % faster on an idle CPU, but twice the forward passes cost 1.7× more while other work shares the
 # cores (measured on 2 cores: 31.7 s at 5, 18.5 s at 10, LIME 49.6 s).
 QUICK = {"occlusion": {"window": 16, "stride": 16},
-         "occlusion_approx": {"window": 16, "stride": 16, "tolerance": 0.3, "coarse_step": 2},
+         "occlusion_approx": {"window": 16, "stride": 16, "tolerance": 0.3, "coarse_step": 3},
          "lime": {"num_samples": 300}, "lime_fast": {"num_samples": 300, "batch_size": 10},
          "smoothgrad": {"samples": 15}, "integrated_gradients": {"steps": 16}}
 
