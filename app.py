@@ -10,10 +10,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import streamlit as st
 
-from interpret.runtime import tune_allocator
+from interpret.core.runtime import tune_allocator
 from pages._ui.state import note_page, sidebar, wanted_page
 
-tune_allocator()  # before the first click's thread: every script run is a new thread (interpret/runtime.py)
+tune_allocator()  # before the first click's thread: every script run is a new thread (interpret/core/runtime.py)
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

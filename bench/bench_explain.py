@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from interpret.cam import default_layer, gradcam
-from interpret.guided_backprop import guided_backprop
-from interpret.layers import get_module
-from interpret.saliency import saliency
+from interpret.attribution.cam import default_layer, gradcam
+from interpret.attribution.guided_backprop import guided_backprop
+from interpret.core.layers import get_module
+from interpret.attribution.gradients import saliency
 
 
 def _interleaved_medians(fns: dict[str, callable], repeats: int) -> dict[str, float]:

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 from skimage import data
 
-from interpret.activations import layer_activations, unit_box
-from interpret.methods import explain
-from interpret.plots import overlay_figure, rgb_figure
-from interpret.unit_plots import activation_grid_figure, channel_map_figure, image_box_figure
+from interpret.units.activations import layer_activations, unit_box
+from interpret.attribution.registry import METHODS, explain
+from interpret.plots.attribution import overlay_figure, rgb_figure
+from interpret.plots.units import activation_grid_figure, channel_map_figure, image_box_figure
 from models import default
 from models.images import decode_image
 
@@ -53,7 +53,7 @@ def measure(h, repeats: int = 5) -> list[tuple[str, float, float | None, tuple[f
         view = np.asarray(h.preprocess.view(img), dtype=np.float32) / 255
         for m in ("cam", "gradcam", "saliency", "guided_backprop"):
             attr = explain(h, x, target, m)
-            overlay_figure(view, attr).to_json()
+            overlay_figure(view, attr, method_label=METHODS[m].label).to_json()
             if "rgb" in attr.extra:
                 rgb_figure(attr.extra["rgb"]).to_json()
 
@@ -67,7 +67,7 @@ def measure(h, repeats: int = 5) -> list[tuple[str, float, float | None, tuple[f
     def switch_gradcam_layer():
         state["i"] += 1
         attr = explain(h, x, target, "gradcam", layer=layers[state["i"] % len(layers)])
-        overlay_figure(view, attr).to_json()
+        overlay_figure(view, attr, method_label=METHODS["gradcam"].label).to_json()
 
     def switch_activation_layer():
         state["i"] += 1

@@ -54,13 +54,14 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 def bench_occlusion(h, window: int, stride: int, ppes: list[int]) -> list[tuple[str, float, float | None]]:
     from captum.attr import Occlusion
 
-    from interpret.occlusion import occlusion, window_grid
+    from interpret.attribution.occlusion import occlusion
+    from interpret.engines.windows import window_grid
 
     x = h.input_tensor(Image.fromarray(data.chelsea()))
     with torch.inference_mode():
         target = int(h.net(x).argmax())
     n = len(window_grid(224, 224, window, stride))
-    occlusion(h, x, target, window=112, stride=112, fast=True)  # warm-up, builds the fast copy
+    occlusion(h, x, target, window=112, stride=112, engine="batched", fast=True)  # warm-up, builds the fast copy
 
     def single_forward():
         with torch.inference_mode():
@@ -88,9 +89,9 @@ def bench_occlusion(h, window: int, stride: int, ppes: list[int]) -> list[tuple[
         if best is None or t < best[0]:
             best = (t, ref, ppe)
     ref = best[1]
-    for label, kw in (("ours exact (batch 32)", dict(fast=False, batch_size=32)),
-                      ("ours exact (batch 64)", dict(fast=False, batch_size=64)),
-                      ("ours fast (batch 64)", dict(fast=True, batch_size=64))):
+    for label, kw in (("ours exact (batch 32)", dict(engine="batched", fast=False, batch_size=32)),
+                      ("ours exact (batch 64)", dict(engine="batched", fast=False, batch_size=64)),
+                      ("ours fast (batch 64)", dict(engine="batched", fast=True, batch_size=64))):
         t, a = _time(lambda kw=kw: occlusion(h, x, target, window=window, stride=stride, **kw))
         rows.append((label, t, _rel(a.map, ref)))
     rows.append((f"= captum best (ppe={best[2]})", best[0], 0.0))
@@ -100,7 +101,7 @@ def bench_occlusion(h, window: int, stride: int, ppes: list[int]) -> list[tuple[
 def bench_lime(h, num_samples: int) -> list[tuple[str, float, float | None]]:
     from lime.lime_image import LimeImageExplainer
 
-    from interpret.lime_method import lime_explain
+    from interpret.attribution.lime import lime_explain
 
     x, target, image, classifier_fn = lime_setup(h)
 

@@ -9,7 +9,7 @@ captum ``Occlusion`` is timed at several ``perturbations_per_eval`` and its best
 ``--repeats`` times interleaved (ours, captum, ours, …) and reported as median [min–max] of the repeats (a ratio is
 of medians). Printed beside each time: the ratio to captum's best and the map's max relative error to captum's map
 (exact) or the SSIM / same-maximum figure to the exact map (approximate). Each section first prints what the
-model's warm-up (``interpret.warmup``: the copies the fast methods use, built once per model) took, step by step —
+model's warm-up (``interpret.engines.warmup``: the copies the fast methods use, built once per model) took, step by step —
 the first-call costs the app moves out of the user's click — and the machine's load (``os.getloadavg``) before
 and after; the header gives the threads and the load, the summary the load over the whole run. Without ImageNet weights in the hub cache, resnet18 / vgg16 have random weights.
 LIME on the default model, on every bundled photo and ``--lime-seeds`` seeds: lime's ``explain_instance`` defaults
@@ -19,8 +19,9 @@ lime run (seed j ≠ i), beside the overlap of two 1000-sample lime runs (seeds 
 Interactive views on the default model (``bench.bench_interactive``). The run ends with the five figures beside
 their peers and goals.
 
-README's figures: ``python -m bench.bench_speed --repeats 5`` on a quiet machine (about 40 min on 2 cores; check
-that the printed load stays well under the number of cores), ``--models efficientnet_lite0 --no-lime`` for a
+README's figures: ``python -m bench.bench_speed --repeats 5`` on a quiet machine (about 20 min on 2 cores; the
+closing line flags a run that shared the machine: load before it began, or more than its own threads' load
+during it), ``--models efficientnet_lite0 --no-lime`` for a
 short one.
 """
 from __future__ import annotations
@@ -86,8 +87,10 @@ def bench_occlusion(h, window: int, stride: int, ppes: list[int], repeats: int, 
     """Print the occlusion rows for one model; return its figures for the summary."""
     from captum.attr import Occlusion
 
-    from interpret.incremental import bf16_pays, occlusion_incremental
-    from interpret.occlusion_approx import approx_occlusion, coarse_occlusion, quality
+    from interpret.attribution.occlusion import occlusion_incremental
+    from interpret.attribution.occlusion_approx import approx_occlusion, coarse_occlusion
+    from interpret.engines.incremental import bf16_pays
+    from interpret.evaluation.approximation import quality
 
     x = h.input_tensor(Image.fromarray(data.chelsea()))
     with torch.inference_mode():
@@ -147,7 +150,7 @@ def bench_occlusion(h, window: int, stride: int, ppes: list[int], repeats: int, 
 
 def _warm_up(h) -> dict:
     """Run the model's warm-up (in this fresh process: nothing built yet) and print each step's seconds."""
-    from interpret.warmup import warm_up
+    from interpret.engines.warmup import warm_up
 
     rep = warm_up(h)
     steps = ", ".join(f"{k} {v:.2f} s" for k, v in rep.seconds.items())
@@ -158,8 +161,9 @@ def _warm_up(h) -> dict:
 
 def _approx_on_photos(h, window: int, stride: int) -> dict:
     """The approximate map's quality on every bundled photo (its own predicted class), not only the timed one."""
-    from interpret.incremental import occlusion_incremental
-    from interpret.occlusion_approx import approx_occlusion, quality
+    from interpret.attribution.occlusion import occlusion_incremental
+    from interpret.attribution.occlusion_approx import approx_occlusion
+    from interpret.evaluation.approximation import quality
 
     ssims, same, fracs, secs = [], [], [], []
     for name, img in sample_images().items():
@@ -204,8 +208,8 @@ def bench_lime(h, num_samples: int, seeds: int) -> dict:
     """
     from lime.lime_image import LimeImageExplainer
 
-    from interpret.lime_fast import lime_fast
-    from interpret.lime_method import make_segmenter
+    from interpret.attribution.lime_fast import lime_fast
+    from interpret.attribution.lime import make_segmenter
 
     classifier_fn = _classifier(h)
     photos = sample_images()
@@ -322,8 +326,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrun took {(time.perf_counter() - t_start) / 60:.1f} min on {torch.get_num_threads()} torch threads; "
           f"1-min load {start_load[0]:.2f} at the start, {end_load[0]:.2f} at the end, 15-min {end_load[2]:.2f} "
           f"({os.cpu_count()} CPUs)" + ("  — NOT a quiet machine: rerun for README's figures"
-                                        if max(start_load[0], end_load[2]) > 0.5 * (os.cpu_count() or 1) else ""))
+                                        if not quiet(start_load[0], end_load[2], torch.get_num_threads(),
+                                                     os.cpu_count() or 1) else ""))
     return 0
+
+
+def quiet(start_1min: float, end_15min: float, threads: int, cpus: int) -> bool:
+    """Whether the run had the machine to itself: little load before it began, and over its last 15 minutes no
+    more than its own threads (each busy thread adds about 1 to the load average) plus a quarter of a core."""
+    return start_1min <= 0.5 * cpus and end_15min <= min(threads, cpus) + 0.25
 
 
 def summary(occ: dict[str, dict], lime_fig: dict | None, inter: list | None) -> None:

@@ -54,8 +54,8 @@ def best_of(fn, repeat: int) -> float:
 
 
 def bench_scan(handle, n: int, batch_size: int, repeat: int) -> None:
-    from interpret import top_patches as tp
-    from interpret.layers import last_conv_block
+    from interpret.units import top_patches as tp
+    from interpret.core.layers import last_conv_block
 
     last = last_conv_block(handle.net, handle.input_size, handle.lock)
     imgs = list(photos(n))  # decoded once: both sides pay the same resize + crop
@@ -84,8 +84,8 @@ def _kept_bytes(res) -> int:
 
 
 def bench_memory(handle, n: int, batch_size: int) -> None:
-    from interpret import top_patches as tp
-    from interpret.layers import last_conv_block
+    from interpret.units import top_patches as tp
+    from interpret.core.layers import last_conv_block
 
     last = last_conv_block(handle.net, handle.input_size, handle.lock)
     for layer, channels in (("_blocks.2", None), (last, list(range(16)))):
@@ -99,7 +99,7 @@ def bench_memory(handle, n: int, batch_size: int) -> None:
 
 
 def bench_feature_vis(handle, steps: int, sizes: tuple[int, ...]) -> None:
-    from interpret import feature_vis as fv
+    from interpret.units import feature_vis as fv
 
     for size in sizes:
         x = torch.rand(1, 3, size, size)

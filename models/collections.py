@@ -1,24 +1,178 @@
-"""Built-in image collections for the top-patch scan: every photo scikit-image ships, and a few hundred generated
-classroom shapes.
+"""Image collections for the top-patch scan (``interpret.units.top_patches``): an ``ImageCollection`` (named
+images in a fixed order, decoded lazily, shardable) built from PIL images, a server folder or an uploaded zip, and
+the built-in collections: every photo scikit-image ships, and a few hundred generated classroom shapes.
 
+Folders and zips are read defensively: only image file names, no paths leaving the folder or the archive, member
+sizes bounded as declared and as read (zip bombs), every image decoded and validated by ``models.images``.
 Nothing large is committed: the photos are read from the installed scikit-image package (its data folder; the
 images it would download are never fetched) and the shapes are rendered by the seeded classroom generator, so
 the same arguments always give the same pixels. Images are produced one at a time when asked for, so a scan
-over a collection streams instead of holding it in memory. Only names, counts and loaders live here; the scan
-(``interpret.top_patches``) wraps them in its ``ImageCollection``.
+over a collection streams instead of holding it in memory.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+import io
+import os
+import threading
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .images import ImageError, decode_image
+
+# ---------------------------------------------------------------------------------------------------------
+# Image collections
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+ZIP_MAX_FILES = 5000
+ZIP_MAX_FILE_BYTES = 20 * 1024 * 1024
+ZIP_MAX_TOTAL_BYTES = 500 * 1024 * 1024
+
+
+class CollectionError(ValueError):
+    """A collection the user named cannot be read as one (not a folder, duplicate image names)."""
+
+
+@dataclass
+class ImageCollection:
+    """Named images in a fixed order, decoded lazily. ``items`` are (index in the whole collection, name);
+    images that fail to load are skipped during iteration and listed in ``skipped`` as (name, reason)."""
+
+    items: list[tuple[int, str]]
+    loader: Callable[[str], Image.Image]
+    source: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[tuple[int, str, Image.Image]]:
+        for idx, name in self.items:
+            try:
+                img = self.loader(name)
+            except (ImageError, OSError, ValueError) as e:
+                self.skipped.append((name, str(e)))
+                continue
+            yield idx, name, img
+
+    def shard(self, i: int, n: int, batch_size: int = 16) -> "ImageCollection":
+        """Shard ``i`` of ``n`` (0-based): a contiguous run of whole batches of ``batch_size`` images."""
+        if not (n >= 1 and 0 <= i < n):
+            raise ValueError(f"shard {i}/{n}: need 0 <= i < n")
+        n_batches = -(-len(self.items) // batch_size)
+        b0, b1 = i * n_batches // n, (i + 1) * n_batches // n
+        return ImageCollection(self.items[b0 * batch_size:b1 * batch_size], self.loader,
+                               f"{self.source} [shard {i}/{n}]")
+
+
+def from_images(images: Sequence[Image.Image] | Sequence[tuple[str, Image.Image]] | dict[str, Image.Image],
+                source: str = "images") -> ImageCollection:
+    """A collection from PIL images (names ``image_000`` …), (name, image) pairs or a name → image dict."""
+    if isinstance(images, dict):
+        pairs = list(images.items())
+    else:
+        pairs = [(p if isinstance(p, tuple) else (f"image_{k:03d}", p)) for k, p in enumerate(images)]
+    table = dict(pairs)
+    if len(table) != len(pairs):
+        raise CollectionError("image names must be unique")
+    return ImageCollection([(k, name) for k, (name, _) in enumerate(pairs)], table.__getitem__, source)
+
+
+def _is_image_name(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def from_folder(folder: str | os.PathLike, recursive: bool = True, max_files: int | None = None,
+                max_bytes: int = ZIP_MAX_FILE_BYTES) -> ImageCollection:
+    """Image files under ``folder`` (by extension, sorted by relative path; symlinks leaving it ignored),
+    decoded and validated with ``models.images.decode_image`` when iterated."""
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        raise CollectionError(f"not a folder: {folder}")
+    paths = root.rglob("*") if recursive else root.iterdir()
+    names = sorted(p.relative_to(root).as_posix() for p in paths
+                   if p.is_file() and _is_image_name(p.name) and p.resolve().is_relative_to(root))
+    if max_files is not None:
+        names = names[:max_files]
+
+    def load(name: str) -> Image.Image:
+        p = root / name
+        if p.stat().st_size > max_bytes:
+            raise ImageError(f"file larger than {max_bytes} bytes")
+        return decode_image(p.read_bytes())
+
+    return ImageCollection([(k, n) for k, n in enumerate(names)], load, str(root))
+
+
+def from_zip(data: bytes, max_files: int = ZIP_MAX_FILES, max_file_bytes: int = ZIP_MAX_FILE_BYTES,
+             max_total_bytes: int = ZIP_MAX_TOTAL_BYTES) -> ImageCollection:
+    """Image members of a zip archive held in memory. Nothing is extracted to disk; members with absolute or
+    ``..`` paths, directories, hidden files and non-image names are ignored (listed in ``skipped``); member
+    sizes are bounded both as declared and as actually read (zip bombs); images are decoded with
+    ``models.images.decode_image``. Raises ImageError if ``data`` is not a zip archive."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as e:
+        raise ImageError(f"not a zip archive: {e}") from None
+    names, skipped, total = [], [], 0
+    for info in zf.infolist():
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if info.is_dir():
+            continue
+        if name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0] or "__MACOSX" in parts:
+            skipped.append((name, "unsafe or system path"))
+            continue
+        if not _is_image_name(name):
+            skipped.append((name, "not an image file name"))
+            continue
+        if info.file_size > max_file_bytes:
+            skipped.append((name, f"larger than {max_file_bytes} bytes"))
+            continue
+        if len(names) >= max_files or total + info.file_size > max_total_bytes:
+            skipped.append((name, "archive limit reached (files or total size)"))
+            continue
+        total += info.file_size
+        names.append(name)
+    names.sort()
+    lock = threading.Lock()
+
+    def load(name: str) -> Image.Image:
+        with lock, zf.open(name) as f:
+            raw = f.read(max_file_bytes + 1)  # the declared size may lie
+        if len(raw) > max_file_bytes:
+            raise ImageError(f"larger than {max_file_bytes} bytes")
+        return decode_image(raw)
+
+    col = ImageCollection([(k, n) for k, n in enumerate(names)], load, "zip")
+    col.skipped.extend(skipped)
+    return col
+
+
+def iter_images(images) -> Iterator[tuple[int, str, Image.Image]]:
+    """(index, name, image) of an ImageCollection (its global indices; bad files skipped) or of any iterable of
+    PIL images (named ``image_000`` …), (name, image) pairs or (index, name, image) triples."""
+    if isinstance(images, ImageCollection):
+        yield from images
+        return
+    for k, item in enumerate(images):
+        if isinstance(item, Image.Image):
+            yield k, f"image_{k:03d}", item
+        elif len(item) == 3:
+            yield int(item[0]), str(item[1]), item[2]
+        else:
+            yield k, str(item[0]), item[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Built-in collections
 
 CLASSROOM_SHAPES = 300
 PHOTO_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp")

@@ -11,6 +11,11 @@ from torch import nn
 import torchvision.transforms.functional as TF
 
 
+class LabelError(ValueError):
+    """A class the network does not have (an index out of range, an unknown name) or a classifier without
+    classes: a user's mistake, shown to them as its message."""
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize (shorter side) → centre crop → [0, 1] tensor → (x − mean) / std.
@@ -61,7 +66,7 @@ class ModelHandle:
     """An eval-mode network with everything needed to feed it and to explain it.
 
     The network is shared between Streamlit sessions and threads: never change it. Code that registers hooks
-    or swaps modules must hold ``lock`` for the whole forward/backward pass (see ``interpret.hooks``).
+    or swaps modules must hold ``lock`` for the whole forward/backward pass (see ``interpret.core.hooks``).
     """
 
     key: str
@@ -76,7 +81,7 @@ class ModelHandle:
 
     def __post_init__(self) -> None:
         if not self.labels:
-            raise ValueError(f"{self.name}: a classifier needs at least one output class")
+            raise LabelError(f"{self.name}: a classifier needs at least one output class")
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -106,10 +111,10 @@ class ModelHandle:
 
 
 def label_index(handle: ModelHandle, target: int | str) -> int:
-    """Class index from an index or a label name (exact, then case-insensitive); ValueError if unknown."""
+    """Class index from an index or a label name (exact, then case-insensitive); LabelError if unknown."""
     if isinstance(target, (int, np.integer)):
         if not 0 <= int(target) < handle.num_classes:
-            raise ValueError(f"class index {target} out of range 0..{handle.num_classes - 1}")
+            raise LabelError(f"class index {target} out of range 0..{handle.num_classes - 1}")
         return int(target)
     text = str(target).strip()
     if text.isdigit():
@@ -119,4 +124,4 @@ def label_index(handle: ModelHandle, target: int | str) -> int:
     low = [s.lower() for s in handle.labels]
     if text.lower() in low:
         return low.index(text.lower())
-    raise ValueError(f"unknown class {target!r}")
+    raise LabelError(f"unknown class {target!r}")

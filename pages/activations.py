@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from interpret.activations import unit_box
-from interpret.unit_plots import activation_grid_figure, channel_map_figure, grid_cell, image_box_figure
+from interpret.units.activations import unit_box
+from interpret.plots.units import activation_grid_figure, channel_map_figure, grid_cell, image_box_figure
 from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, image_name

@@ -7,18 +7,20 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from interpret import feature_vis as fv
-from interpret import top_patches as tp
-from interpret.activations import layer_activations, unit_box
-from interpret.filters import filter_bank, rgb_filters
-from interpret.methods import METHODS, explain
-from interpret.plots import grid_figure, overlay_figure
-from interpret.receptive_field import rf_table
-from interpret.result import NotDefined
-from interpret.unit_plots import (activation_grid_figure, feature_vis_figure, filters_figure, image_box_figure,
+from interpret.units import feature_vis as fv
+from interpret.units import top_patches as tp
+from models.collections import from_images
+from interpret.units.activations import layer_activations, unit_box
+from interpret.units.filters import filter_bank, rgb_filters
+from interpret.attribution.registry import METHODS, explain
+from interpret.plots.attribution import grid_figure, overlay_figure
+from interpret.units.receptive_field import rf_table
+from interpret.core.errors import NotDefined
+from interpret.plots.units import (activation_grid_figure, feature_vis_figure, filters_figure, image_box_figure,
                                   rf_growth_figure, top_patches_figure)
 from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
+from pages._ui.gate import requested
 from pages._ui.guard import friendly_errors
 from pages._ui.state import cached_model, current_handle, page_entered, switch_model
 
@@ -136,19 +138,18 @@ with friendly_errors("The classroom walk-through"):
         layer = st.selectbox("Layer", layers, index=len(layers) - 1, key="cr_tp_layer")
         channels = list(range(4))
         res = cached("classroom_tp", cache_key(handle.key, layer, channels), lambda prog: tp.scan(
-            handle, tp.from_images(cr.collection("test", 200)), layer, channels=channels, k=8,
+            handle, from_images(cr.collection("test", 200)), layer, channels=channels, k=8,
             progress=(lambda d, t: prog(d / max(t, 1)))), label="Scanning 200 images…", size=16)
         for ch in channels:
-            show_chart(top_patches_figure(res, ch, cols=8), key=f"cr_tp_{ch}")
+            padded = [tp.padded_patch(p, res.rf, res.input_size) for p in res.patches.get(ch, [])]
+            show_chart(top_patches_figure(res, ch, cols=8, images=padded), key=f"cr_tp_{ch}")
 
     elif step == STEPS[4]:
         st.markdown("**What it shows.** An image optimised from noise to maximise one class score (Simonyan et al. "
                     "2014), with jitter and a Fourier parameterisation as regularisers.  \n**Caveat.** The result "
                     "shows what *increases* the score, often exaggerated textures — not a typical input.")
         cls = st.selectbox("Class", handle.labels, key="cr_fv_class")
-        if st.button("Synthesize", key="cr_fv_go"):
-            st.session_state["cr_fv_req"] = (handle.key, cls)
-        if st.session_state.get("cr_fv_req") == (handle.key, cls):
+        if requested("cr_fv_req", (handle.key, cls), st.button("Synthesize", key="cr_fv_go")):
             res = cached("classroom_fv", cache_key(handle.key, cls), lambda prog: fv.synthesize(
                 handle, fv.logit_objective(cls), steps=96, size=64, seed=0,
                 progress=(lambda step, value, img: prog(step / 96))), label="Optimising…", size=16)
@@ -169,7 +170,8 @@ with friendly_errors("The classroom walk-through"):
                     attrs.append(_run(handle, img, label, m, p))
                 except NotDefined:
                     pass
-        show_chart(grid_figure(_u(img), attrs, cols=4, label=handle.labels[label]), key="cr_ex_grid")
+        show_chart(grid_figure(_u(img), attrs, cols=4, label=handle.labels[label],
+                               method_labels={m: spec.label for m, spec in METHODS.items()}), key="cr_ex_grid")
         st.image(np.where(mask[..., None], _u(img), 0.2 * _u(img)), caption="ground-truth object mask", width=192)
 
     elif step == STEPS[6]:
@@ -178,11 +180,11 @@ with friendly_errors("The classroom walk-through"):
                     "inside the mask; for the Clever Hans model also how often the maximum lands on the cue.  \n"
                     "**Caveat.** Good localisation is not faithfulness: a method can outline objects while ignoring "
                     "the model (see the sanity check on *Trust*).")
-        from interpret import localization
+        from interpret.evaluation import localization
 
         res = localization.load_result()
         if res is None:
-            st.warning("No localization result shipped; compute it with `python -m interpret.localization`.")
+            st.warning("No localization result shipped; compute it with `python -m interpret.evaluation.localization`.")
         else:
             st.markdown(localization.markdown(res))
 
@@ -216,8 +218,8 @@ with friendly_errors("The classroom walk-through"):
                 with col:
                     st.markdown(f"**{title}**  \npredicts **{h.labels[pred]}** ({probs[pred]:.0%}); true: "
                                 f"{h.labels[pair.label]}")
-                    show_chart(overlay_figure(_u(img), attr, opacity=0.55, label=h.labels[pred], height=460),
-                               key=f"cr_ch_{title}")
+                    show_chart(overlay_figure(_u(img), attr, opacity=0.55, label=h.labels[pred], height=460,
+                                              method_label=METHODS[method].label), key=f"cr_ch_{title}")
         flipped, n_flipped = cr.accuracies("classroom_spurious")["cue_flipped"]
         st.caption(f"The tag is the small mark in a corner of the first image. The Clever Hans model calls this "
                    f"{lab} a '{cr.CUE_CLASS}' because of the tag; without the tag, or with the clean model, the shape "

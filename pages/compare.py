@@ -4,11 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from interpret.methods import METHODS
-from interpret.plots import grid_figure
-from interpret.result import NotDefined
+from interpret.attribution.registry import METHODS
+from interpret.plots.attribution import grid_figure
+from interpret.core.errors import NotDefined
 from pages._ui.charts import show_chart
 from pages._ui.explain_ui import display_image, run_method
+from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle
 from pages._ui.target import pick_target
@@ -39,12 +40,8 @@ with friendly_errors("The comparison"):
                             "approximate one with tolerance 0.3; both LIMEs 300 samples; SmoothGrad 15 samples; "
                             "IG 16 steps)", value=True)
         run = st.form_submit_button("Run all", type="primary")
-    req = (handle.key, target, tuple(chosen), quick)
-    if run:
-        st.session_state["compare_request"] = req
-    if st.session_state.get("compare_request") != req:
-        st.info("Pick the methods and press **Run all**.")
-        st.stop()
+    require("compare_request", (handle.key, target, tuple(chosen), quick), run,
+            "Pick the methods and press **Run all**.")
     attrs, skipped = [], []
     bar = st.progress(0.0, text="Running methods…")
     for i, m in enumerate(chosen):
@@ -56,7 +53,8 @@ with friendly_errors("The comparison"):
     bar.empty()
     st.markdown(f"Class **{handle.labels[target]}** (#{target}) — {handle.name}")
     if attrs:
-        fig = grid_figure(display_image(handle), attrs, common_norm=True, cols=4, label=handle.labels[target])
+        fig = grid_figure(display_image(handle), attrs, common_norm=True, cols=4, label=handle.labels[target],
+                          method_labels={a.method: METHODS[a.method].label for a in attrs})
         show_chart(fig, key="compare_grid")
         st.dataframe(pd.DataFrame([{"method": METHODS[a.method].label, "seconds": round(a.seconds, 3),
                                     "signed": a.signed, "parameters": str(a.params)} for a in attrs]),

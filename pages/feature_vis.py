@@ -7,11 +7,12 @@ import re
 import numpy as np
 import streamlit as st
 
-from interpret.feature_vis import Settings, channel_objective, logit_objective, synthesize
-from interpret.unit_plots import feature_vis_figure
+from interpret.units.feature_vis import Settings, channel_objective, logit_objective, synthesize
+from interpret.plots.units import feature_vis_figure
 from models.images import from_array
 from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
+from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, png_bytes
 from pages._ui.target import probabilities
@@ -90,11 +91,7 @@ with friendly_errors("The synthesis"):
                         tv=float(tv) if use_tv else 0.0, blur_every=blur_every if use_blur else 0,
                         blur_sigma=blur_sigma, seed=seed, progress_every=max(1, min(8, steps // 8 or 1)))
     req = (handle.key, obj_key, tuple(sorted(vars(settings).items())))
-    if run:
-        st.session_state["fv_request"] = req
-    if st.session_state.get("fv_request") != req:
-        st.info("Choose the objective and settings, then press **Synthesize**.")
-        st.stop()
+    require("fv_request", req, run, "Choose the objective and settings, then press **Synthesize**.")
 
     stop = stop_button("fv_stop", "Stop", "Interrupts the optimisation; nothing partial is kept.", "fv_request",
                        "Stopped. Press **Synthesize** to start again.")

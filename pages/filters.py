@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from interpret.filters import filter_bank, rgb_filters
-from interpret.unit_plots import depthwise_figure, filter_norms_figure, filters_figure, kernel_grid_figure
+from interpret.core.errors import InputError
+from interpret.units.filters import depthwise_kernels, filter_bank, filter_norms, kernel_grid, rgb_filters
+from interpret.plots.units import depthwise_figure, filter_norms_figure, filters_figure, kernel_grid_figure
 from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle
@@ -25,7 +26,7 @@ with friendly_errors("The filter view"):
     handle = current_handle()
     convs = conv_names(handle.key, handle)
     if not convs:
-        raise ValueError(f"{handle.name} has no Conv2d layer.")
+        raise InputError(f"{handle.name} has no Conv2d layer.")
     layer = st.selectbox("Conv layer", convs, index=0, key=f"filters_layer_{handle.key}",
                          help="Every Conv2d module of the network, in definition order.")
     bank = filter_bank(handle, layer)
@@ -52,7 +53,7 @@ with friendly_errors("The filter view"):
     elif bank.depthwise:
         st.caption("A depthwise convolution: each channel has a single k×k kernel that only sees that channel. "
                    "Each kernel is normalized symmetrically (white = 0, red > 0, blue < 0).")
-        fig = depthwise_figure(bank)
+        fig = depthwise_figure(depthwise_kernels(bank, "symmetric"), bank)
         fig.update_layout(height=700)
         show_chart(fig, key="filters_depthwise")
     else:
@@ -65,12 +66,12 @@ with friendly_errors("The filter view"):
                        "share one symmetric normalization (white = 0, red > 0, blue < 0)."
                        + (" With 1×1 kernels each tile is a single weight; the kernel-norm view shows the whole "
                           "layer at once." if (kh, kw) == (1, 1) else ""))
-            fig = kernel_grid_figure(bank, idx)
+            fig = kernel_grid_figure(kernel_grid(bank, idx, "symmetric"), bank, idx)
             fig.update_layout(height=650)
             show_chart(fig, key="filters_grid")
         else:
             st.caption("The L2 norm of each k×k kernel: bright cells show which input channels a filter listens to.")
-            fig = filter_norms_figure(bank)
+            fig = filter_norms_figure(filter_norms(bank), bank.layer)
             fig.update_layout(height=650)
             show_chart(fig, key="filters_norms")
 

@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from interpret.summary import model_summary, total_params
+from interpret.units.summary import model_summary, total_params
 from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, current_image, image_id, image_name

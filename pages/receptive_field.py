@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from interpret.receptive_field import gradient_footprint, mask_bbox, unit_box
-from interpret.unit_plots import image_box_figure, rf_growth_figure
+from interpret.core.errors import InputError
+from interpret.units.receptive_field import gradient_footprint, mask_bbox, unit_box
+from interpret.plots.units import image_box_figure, rf_growth_figure
 from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
+from pages._ui.gate import requested
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, current_image, image_id
 from pages._ui.units_ui import layer_picker, linearized, model_view, safe_rf_table
@@ -23,7 +25,7 @@ with friendly_errors("The receptive-field view"):
     handle = current_handle()
     table = safe_rf_table(handle)
     if table is None:
-        raise ValueError(f"{handle.name} contains layers without a box-shaped receptive field (upsampling); "
+        raise InputError(f"{handle.name} contains layers without a box-shaped receptive field (upsampling); "
                          "the table cannot be computed.")
     H, W = table.input_size
     st.markdown(
@@ -62,15 +64,13 @@ with friendly_errors("The receptive-field view"):
         st.caption(f"{entry.name}: r = {row.r[0]}, S = {row.S[0]}, P = {row.P[0]}. Box rows {raw[0]}…{raw[2] - 1}, "
                    f"columns {raw[1]}…{raw[3] - 1}{clipped}.")
     req = (handle.key, image_id(), entry.name, call, ch, i, j, kind)
-    if run:
-        st.session_state["rf_request"] = req
     with right:
-        if st.session_state.get("rf_request") != req:
+        if not requested("rf_request", req, run):
             st.info("Choose a unit and press **Compute footprint** to see which input pixels have a nonzero "
                     "gradient for it.")
         else:
             if ch >= row.channels:
-                raise ValueError(f"channel {ch} out of range 0..{row.channels - 1}")
+                raise InputError(f"channel {ch} out of range 0..{row.channels - 1}")
             x = handle.input_tensor(current_image())
 
             def compute(prog):

@@ -9,10 +9,13 @@ import re
 import pandas as pd
 import streamlit as st
 
-from interpret.top_patches import ImageCollection, from_folder, from_images, from_zip, padded_patch, scan
-from models.collections import BuiltinCollection, builtin_collections
+from interpret.core.errors import InputError
+from interpret.units.top_patches import padded_patch, scan
+from models.collections import (BuiltinCollection, ImageCollection, builtin_collections, from_folder, from_images,
+                                from_zip)
 from models.images import decode_image
 from pages._ui.compute import cache_key, cached
+from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
 from pages._ui.state import cached_samples, current_handle, image_name
 from pages._ui.units_ui import activations, layer_picker, stop_button
@@ -103,10 +106,10 @@ def _collection(kind: str, files) -> tuple[ImageCollection | None, str, str]:
 def _channels(text: str, n_channels: int) -> list[int]:
     vals = [int(v) for v in re.findall(r"-?\d+", text)]
     if not vals:
-        raise ValueError("Type one or more channel numbers, e.g. 3, 17, 42.")
+        raise InputError("Type one or more channel numbers, e.g. 3, 17, 42.")
     bad = [v for v in vals if not 0 <= v < n_channels]
     if bad:
-        raise ValueError(f"Channels {bad} are out of range: this layer has channels 0…{n_channels - 1}.")
+        raise InputError(f"Channels {bad} are out of range: this layer has channels 0…{n_channels - 1}.")
     return list(dict.fromkeys(vals))[:32]
 
 
@@ -160,14 +163,10 @@ with friendly_errors("The top-patch scan"):
         channels = _channels(typed, n_ch)
     col, col_hash, desc = _collection(kind, files)
     req = (handle.key, entry.name, call, tuple(channels), k, per_image, col_hash)
-    if go_scan:
-        if col is None:
-            st.warning("Upload some images (or a zip of images) first.")
-            st.stop()
-        st.session_state["tp_request"] = req
-    if st.session_state.get("tp_request") != req:
-        st.info("Choose the layer, channels and collection, then press **Scan**.")
+    if go_scan and col is None:
+        st.warning("Upload some images (or a zip of images) first.")
         st.stop()
+    require("tp_request", req, go_scan, "Choose the layer, channels and collection, then press **Scan**.")
 
     stop = stop_button("tp_stop", "Stop scan", "Interrupts the scan at the next batch; nothing partial is kept.",
                        "tp_request", "Scan stopped. Press **Scan** to start again.")

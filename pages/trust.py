@@ -7,14 +7,16 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from interpret.colour import colour_scale
-from interpret.methods import METHODS
-from interpret.metrics import deletion_insertion
-from interpret.result import NotDefined
-from interpret.sanity import cascading_randomization, default_blocks, degenerate_steps, rank_corr_figure
+from interpret.plots.colour import colour_scale
+from interpret.attribution.registry import METHODS
+from interpret.evaluation.metrics import deletion_insertion
+from interpret.core.errors import NotDefined
+from interpret.evaluation.sanity import cascading_randomization, default_blocks, degenerate_steps
+from interpret.plots.evaluation import rank_corr_figure
 from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.explain_ui import run_method
+from pages._ui.gate import requested
 from pages._ui.guard import friendly_errors
 from pages._ui.state import current_handle, current_image, image_id
 from pages._ui.target import pick_target
@@ -55,10 +57,7 @@ with friendly_errors("The trust checks"):
             steps = c1.slider("Steps", 8, 64, 24, 4)
             baseline = c2.selectbox("Removed pixels become", ["blur", "zero", "mean"])
             run = st.form_submit_button("Run", type="primary")
-        req = (handle.key, target, tuple(methods), steps, baseline)
-        if run:
-            st.session_state["di_request"] = req
-        if st.session_state.get("di_request") == req:
+        if requested("di_request", (handle.key, target, tuple(methods), steps, baseline), run):
             fig = make_subplots(rows=1, cols=2, subplot_titles=("Deletion (lower is better)",
                                                                 "Insertion (higher is better)"))
             rows = []
@@ -103,9 +102,7 @@ with friendly_errors("The trust checks"):
             run2 = st.form_submit_button("Run sanity check", type="primary")
         layers = _pick_steps(blocks, n_steps)
         req2 = (handle.key, target, tuple(methods2), tuple(layers), int(seed))
-        if run2:
-            st.session_state["sanity_request"] = req2
-        if st.session_state.get("sanity_request") == req2 and methods2:
+        if requested("sanity_request", req2, run2) and methods2:
             key = cache_key("sanity", handle.key, image_id(), target, methods2, layers, int(seed))
             res = cached("sanity", key, lambda prog: cascading_randomization(
                 handle, x, target, list(methods2), layers=layers, seed=int(seed), progress=prog),
@@ -116,7 +113,8 @@ with friendly_errors("The trust checks"):
                     where = "; ".join(f"after {s}: {p}" for s, p in bad)
                     st.warning(f"**{_label(m)}** — {where}. No ranking to compare, so no ρ is drawn there "
                                "(open markers in the top strip).")
-            fig = rank_corr_figure(res, _label, handle.labels[target] if 0 <= target < len(handle.labels) else None)
+            fig = rank_corr_figure(res, {m: _label(m) for m in res.methods},
+                                   handle.labels[target] if 0 <= target < len(handle.labels) else None)
             show_chart(fig, key="sanity_corr")
             show_steps = sorted({0, 1, len(res.steps) // 2, len(res.steps) - 1} & set(range(len(res.steps))))
             titles = [f"{_label(m)}<br>" + (f"after {res.steps[s]}" if s else "unchanged copy")

@@ -51,7 +51,7 @@ def zoo_handle(arch: str, size: int = 64, seed: int = 0) -> ModelHandle:
 
 def model_state(net: nn.Module) -> dict:
     """Everything a method must leave untouched: tensors, train flags, requires_grad, .grad, hooks."""
-    from interpret.hooks import count_hooks
+    from interpret.core.hooks import count_hooks
 
     return {
         "state": {k: v.detach().clone() for k, v in net.state_dict().items()},

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from interpret.occlusion import baseline_image, window_grid
+from interpret.engines.windows import baseline_image, window_grid
 from roundoff import U32, U64, gamma, rounding_bound, softmax_rounding
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from interpret import warmup
+from interpret.engines import warmup
 from models import ModelHandle
 
 log = logging.getLogger("cnn_lens")
@@ -48,7 +48,8 @@ class LRU:
 
 
 @st.cache_resource(show_spinner=False)
-def _cache(name: str, size: int) -> LRU:
+def result_cache(name: str, size: int) -> LRU:
+    """The process-wide LRU named ``name`` (created with ``size`` entries on first use)."""
     return LRU(size)
 
 
@@ -61,7 +62,7 @@ def cached(name: str, key: str, compute: Callable[[Callable[[float], None] | Non
            before: Callable[[], None] | None = None) -> Any:
     """The cached value for ``key``, or ``compute(progress_callback)`` shown with a progress bar. ``before`` runs
     first, on a miss only (e.g. waiting for the model's warm-up)."""
-    lru = _cache(name, size)
+    lru = result_cache(name, size)
     hit = lru.get(key)
     if hit is not None:
         return hit
@@ -90,7 +91,7 @@ _THREADS_LOCK = threading.Lock()
 
 
 def start_warm_up(handle: ModelHandle) -> None:
-    """Build the model's fast-path copies (``interpret.warmup``) in a background thread, once per model and
+    """Build the model's fast-path copies (``interpret.engines.warmup``) in a background thread, once per model and
     weights; called whenever a page gets its model, so the first click on a fast method finds them ready."""
     if warmup.is_started(handle):
         return

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from interpret import export
-from interpret.layers import list_layers
-from interpret.methods import METHODS, MethodSpec, ParamSpec, explain
-from interpret.result import Attribution
+from interpret.plots import export
+from interpret.units.layer_catalog import list_layers
+from interpret.attribution.registry import METHODS, MethodSpec, ParamSpec, explain
+from interpret.core.errors import InputError
+from interpret.core.result import Attribution
 from models import ModelHandle
 
-from .compute import _cache, await_fast_paths, cache_key, cached
+from .compute import await_fast_paths, cache_key, cached, result_cache
 from .state import current_image, image_id
 
 
@@ -45,7 +46,7 @@ def _widget(p: ParamSpec, handle: ModelHandle, key: str) -> Any:
                              placeholder='e.g. {"kernel_size": 4, "max_dist": 200}')
         try:
             return _json_dict(text, label)
-        except ValueError as e:
+        except InputError as e:
             st.error(str(e))
             return INVALID
     if p.kind == "layer":
@@ -112,15 +113,15 @@ def parameter_panel(method: str, handle: ModelHandle, prefix: str) -> tuple[dict
 
 
 def _json_dict(text: str, name: str) -> dict | None:
-    """Parse an optional JSON object typed by the user; a ValueError (shown as a message) if it is not one."""
+    """Parse an optional JSON object typed by the user; an InputError (shown as a message) if it is not one."""
     if not text.strip():
         return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{name}: not valid JSON ({e.msg}); write it like {{\"kernel_size\": 4}}.") from None
+        raise InputError(f"{name}: not valid JSON ({e.msg}); write it like {{\"kernel_size\": 4}}.") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{name}: expected a JSON object such as {{\"kernel_size\": 4}}.")
+        raise InputError(f"{name}: expected a JSON object such as {{\"kernel_size\": 4}}.")
     return value
 
 
@@ -134,26 +135,25 @@ def run_method(handle: ModelHandle, target: int, method: str, params: dict[str, 
                   before=lambda: await_fast_paths(handle, method))
 
 
-def progressive_occlusion(handle: ModelHandle, target: int, params: dict[str, Any], show) -> Attribution:
-    """Occlusion with the incremental engine, drawn coarse first and refined in place (``show(attr)`` is called
-    for each level); the final, exact map is cached like any other result."""
-    from interpret.occlusion_approx import coarse_occlusion
-
-    key = cache_key(handle.key, image_id(), target, "occlusion", params)
-    lru = _cache("attributions", 96)
+def progressive_run(handle: ModelHandle, target: int, method: str, params: dict[str, Any],
+                    show: Callable[[Attribution], None]) -> Attribution:
+    """Run ``method`` through its details view's ``progressive.levels``, drawn coarse first and refined in place
+    (``show(attr)`` is called for each level); the final map is cached like any other result of ``method``."""
+    spec = METHODS[method]
+    coarse = spec.details.progressive
+    key = cache_key(handle.key, image_id(), target, method, params)
+    lru = result_cache("attributions", 96)
     hit = lru.get(key)
     if hit is not None:
         return hit
     x = handle.input_tensor(current_image())
-    await_fast_paths(handle, "occlusion")
-    label = f"{METHODS['occlusion'].label}…"
+    await_fast_paths(handle, method)
+    label = f"{spec.label}…"
     bar = st.progress(0.0, text=label)
     final = None
     try:
-        for attr in coarse_occlusion(handle, x, target, window=params["window"], stride=params["stride"],
-                                     baseline=params["baseline"], blur_sigma=params["blur_sigma"],
-                                     batch_size=params["batch_size"],
-                                     progress=lambda f: bar.progress(min(max(float(f), 0.0), 1.0), text=label)):
+        for attr in coarse.levels(handle, x, target, **{p: params[p] for p in coarse.params},
+                                  progress=lambda f: bar.progress(min(max(float(f), 0.0), 1.0), text=label)):
             show(attr)
             final = attr
     finally:
@@ -173,10 +173,11 @@ def export_buttons(handle: ModelHandle, attr: Attribution, fig, key: str) -> Non
     image = display_image(handle)
     record = export.settings_record(attr, handle, image_id())
     label = handle.labels[attr.target]
+    method_label = METHODS[attr.method].label
     stem = export.file_stem(handle.key, attr, label)
     c1, c2, c3, c4 = st.columns(4)
-    c1.download_button("PNG", export.overlay_png(image, attr, label=label), f"{stem}.png", "image/png",
-                       key=f"{key}_png", on_click="ignore")
+    c1.download_button("PNG", export.overlay_png(image, attr, label=label, method_label=method_label),
+                       f"{stem}.png", "image/png", key=f"{key}_png", on_click="ignore")
     c2.download_button("Map (.npy)", export.npy_bytes(attr.map), f"{stem}.npy", "application/octet-stream",
                        key=f"{key}_npy", on_click="ignore")
     c3.download_button("Figure (.html)", export.figure_html(fig), f"{stem}.html", "text/html",

@@ -8,24 +8,27 @@ from typing import Iterator
 import streamlit as st
 from streamlit.runtime.scriptrunner import RerunException, StopException
 
-from interpret.result import NotDefined
-from models import ModelUnavailable
+from interpret.core.errors import CnnLensError
+from models import LabelError, ModelUnavailable
 from models.checkpoints import CheckpointError
+from models.collections import CollectionError
 from models.images import ImageError
+
+from .state import ensure_shell
 
 log = logging.getLogger("cnn_lens")
 
-EXPECTED = (NotDefined, ModelUnavailable, CheckpointError, ImageError, ValueError)
+# The errors a user can cause, each with a message meant for them; anything else is an internal fault.
+EXPECTED = (CnnLensError, ImageError, CheckpointError, CollectionError, ModelUnavailable, LabelError)
 
 
 @contextmanager
 def friendly_errors(what: str = "This view") -> Iterator[None]:
-    """Show expected errors as their message, unexpected ones as a generic note (logged with traceback).
+    """Show expected errors (``EXPECTED``) as their message, any other as a generic note (logged with its
+    traceback): a bare ValueError or KeyError is a bug, not something to tell the user.
 
     Also makes sure the page runs inside the app shell (sidebar, navigation)."""
-    from .state import _ensure_shell
-
-    _ensure_shell()
+    ensure_shell()
     try:
         yield
     except (RerunException, StopException):

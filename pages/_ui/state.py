@@ -59,7 +59,7 @@ def _this_run() -> object | None:
     return None if ctx is None else ctx.cursors
 
 
-def _ensure_shell() -> None:
+def ensure_shell() -> None:
     """Hand a page that runs without app.py over to app.py, remembering which page was asked for.
 
     Streamlit still honours the legacy ``pages/`` folder convention when a fresh server's first request names a
@@ -83,7 +83,7 @@ def _ensure_shell() -> None:
 
 
 def wanted_page() -> str | None:
-    """The page file a legacy standalone run asked for (see ``_ensure_shell``), once."""
+    """The page file a legacy standalone run asked for (see ``ensure_shell``), once."""
     return st.session_state.pop("_wanted_page", None)
 
 
@@ -119,7 +119,7 @@ def current_handle() -> ModelHandle:
 
 
 def _chosen_handle() -> ModelHandle:
-    _ensure_shell()
+    ensure_shell()
     _init()
     key = st.session_state["model_key"]
     user = st.session_state["user_models"]
@@ -134,7 +134,7 @@ def _chosen_handle() -> ModelHandle:
 
 
 def current_image() -> Image.Image:
-    _ensure_shell()
+    ensure_shell()
     _init()
     return st.session_state["image"]
 

@@ -13,9 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from torch import nn
 
-from interpret.activations import ActivationMaps, layer_activations
-from interpret.layers import conv_layers
-from interpret.receptive_field import RFTable, linearized_copy, rf_table
+from interpret.core.errors import InputError
+from interpret.units.activations import ActivationMaps, layer_activations
+from interpret.units.layer_catalog import conv_layers
+from interpret.units.receptive_field import RFTable, linearized_copy, rf_table
 from models import ModelHandle
 
 from .compute import cache_key, cached
@@ -51,7 +52,7 @@ def spatial_layers(model_key: str, _handle: ModelHandle) -> list[LayerEntry]:
     (one pass on fake tensors) of the model's own graph."""
     table = safe_rf_table(_handle)
     if table is None:  # fall back to a real forward pass: shapes, no fields
-        from interpret.summary import model_summary
+        from interpret.units.summary import model_summary
 
         calls: dict[str, list] = {}
         types: dict[str, str] = {}
@@ -76,7 +77,7 @@ def spatial_layers(model_key: str, _handle: ModelHandle) -> list[LayerEntry]:
 def default_layer(entries: list[LayerEntry], input_size: tuple[int, int]) -> str:
     """A mid-level layer: the last block (or else activation) at effective stride 8 (4 for small inputs)."""
     if not entries:
-        raise ValueError("this network has no layer with a spatial output")
+        raise InputError("this network has no layer with a spatial output")
     want = 8 if input_size[0] >= 128 else 4
     at = [e for e in entries if e.calls[-1][4] == want and e.calls[-1][1] > 1]
     blocks = [e for e in at if e.container and e.type not in ("Sequential", "ModuleList", "ModuleDict")
@@ -94,7 +95,7 @@ def layer_picker(handle: ModelHandle, key: str, label: str = "Layer", default: s
     a call chooser; returns the entry and the call index (0-based)."""
     entries = [e for e in spatial_layers(handle.key, handle) if e.calls[-1][1] >= min_size]
     if not entries:
-        raise ValueError(f"{handle.name} has no layer with a spatial output")
+        raise InputError(f"{handle.name} has no layer with a spatial output")
     names = [e.name for e in entries]
     default = default if default in names else default_layer(entries, handle.input_size)
     if default not in names:

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from interpret.methods import METHODS
+from interpret.attribution.registry import METHODS
 from tests.e2e.test_browser import ERROR_SEL, choose_upload, go, run_form, sidebar, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
