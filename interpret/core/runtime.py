@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
-import threading
 
 __all__ = ["tune_allocator"]
 
@@ -28,25 +28,20 @@ _MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value (HEAP_MAX_SIZE / 2 o
 #                             dynamic adjustment
 _TRIM_THRESHOLD = 1 << 30  # keep up to 1 GiB of freed heap for the next call instead of returning it
 
-_DONE: dict[str, bool] = {}
-_LOCK = threading.Lock()
 
-
+@functools.cache
 def tune_allocator() -> bool:
     """One malloc arena for all threads, a fixed mmap threshold and a high trim threshold (module docstring).
-    Idempotent; returns whether the settings are in force (False where the C library is not glibc)."""
-    with _LOCK:
-        if "result" in _DONE:
-            return _DONE["result"]
-        ok = False
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = getattr(libc, "mallopt", None)
-            if mallopt is not None:
-                mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-                ok = all(mallopt(p, v) == 1 for p, v in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
-                                                         (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))
-        except OSError as err:  # no C library to load (not Linux/glibc): the defaults stay
-            log.info("allocator settings left at their defaults: %s", err)
-        _DONE["result"] = ok
-        return ok
+    Done once per process (later calls return the first result); returns whether the settings are in force (False
+    where the C library is not glibc)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError as err:  # no C library to load (not Linux/glibc): the defaults stay
+        log.info("allocator settings left at their defaults: %s", err)
+        return False
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all(mallopt(p, v) == 1 for p, v in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
+                                               (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))
