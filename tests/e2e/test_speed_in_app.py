@@ -91,6 +91,13 @@ def test_fast_variants_are_faster_on_compare_with_quick_settings(page):
     LIME, each measured from the click to its map on screen and by the server's own seconds, summed over two
     uploaded photos, the fast one of each pair run first."""
     wait_idle(page)
+    # The model's warm-up (its fast-path copies, built in the background when the model loads) is a cost of loading
+    # the model, paid once per model, not of either method: a CI run clicks seconds after the server started, while
+    # it may still be running, and whichever method came first would wait for it. One untimed run on a third photo
+    # awaits it; each timed photo's first-run costs are still charged to the fast method, which runs first.
+    choose_upload(page, "astronaut_speed.png", _png(data.astronaut()), "image/png")
+    go(page, "Compare")
+    _run_compare(page, PAIRS[0][0])
     times = {label: [0.0, 0.0] for pair in PAIRS for label in pair}
     # coffee (the app's default photo) and rocket; the approximate occlusion's gain depends on the photo: on
     # chelsea (130 of the 196 positions of the quick grid scored) and astronaut (139) it gains less
@@ -110,7 +117,7 @@ def test_fast_variants_are_faster_on_compare_with_quick_settings(page):
         page.screenshot(path=os.path.join(SHOTS, "compare_speed.png"))
     for fast, plain in PAIRS:
         assert times[fast][1] < times[plain][1], times  # the server's compute
-        assert times[fast][0] < times[plain][0], times  # what the user waits for, warm-up waits included
+        assert times[fast][0] < times[plain][0], times  # what the user waits for, each photo's first-run costs included
 
 
 def test_exact_occlusion_on_explain_shows_a_progress_bar(page):
