@@ -340,3 +340,159 @@ def test_zero_output_classes_is_refused(r18):
     for data in (_save(sd), save({k: v.contiguous() for k, v in sd.items()})):
         with pytest.raises(CheckpointError, match="no output classes"):
             load_user_model("resnet18", data, "w.pt")
+
+
+# ---- checkpoint shapes people save (issue 14) -------------------------------------------------------------------
+
+def _save_with_module(obj_fn, module: str, name: str, base: type = object) -> bytes:
+    """torch.save(obj_fn(cls)) for a class ``cls`` that pickles as ``module.name`` (as Lightning's or a user's
+    would), importable only while the test saves: loading must never need it."""
+    import types
+
+    mod = types.ModuleType(module)
+    cls = type(name, (base,), {"__module__": module})
+    setattr(mod, name, cls)
+    parts = module.split(".")
+    saved = {p: sys.modules.get(p) for p in (".".join(parts[:i + 1]) for i in range(len(parts)))}
+    for p in saved:
+        sys.modules[p] = mod if p == module else sys.modules.get(p) or types.ModuleType(p)
+    try:
+        return _save(obj_fn(cls))
+    finally:
+        for p, old in saved.items():
+            if old is None:
+                sys.modules.pop(p, None)
+            else:
+                sys.modules[p] = old
+
+
+def test_lightning_checkpoint_loads_with_its_prefix_stripped(r18):
+    """{"state_dict": {"model.…"}, "optimizer_states": […], "epoch": 3, "hyper_parameters": AttributeDict}: the
+    AttributeDict (a class weights_only refuses) is read as an inert stand-in, the rest is ignored."""
+    from models.checkpoints import inspect_weights
+
+    sd = r18.state_dict()
+    data = _save_with_module(lambda AttributeDict: {
+        "state_dict": {"model." + k: v for k, v in sd.items()}, "epoch": 3, "global_step": 120,
+        "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 0.1}]}],
+        "hyper_parameters": AttributeDict(lr=0.1, num_classes=5), "pytorch-lightning_version": "2.4.0"},
+        "lightning.fabric.utilities.data", "AttributeDict", dict)
+    assert "lightning.fabric.utilities.data" not in sys.modules
+    info = inspect_weights(data, "last.ckpt")
+    assert info.variants == ("raw",) and info.num_classes == 5 and info.classifier == "fc.weight"
+    assert set(info.ignored) == {"epoch", "global_step", "optimizer_states", "hyper_parameters",
+                                 "pytorch-lightning_version"}
+    assert info.num_tensors == len(sd) and info.loaded_bytes == sum(v.numel() * v.element_size() for v in sd.values())
+    h = load_user_model("resnet18", data, "last.ckpt")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(h.net(x), r18(x))
+
+
+def test_timm_ema_checkpoint_offers_both_weights(r18):
+    """timm's train.py checkpoint: state_dict, state_dict_ema, optimizer, args (an argparse.Namespace)."""
+    import argparse
+    import copy
+    from models.checkpoints import inspect_weights
+
+    ema_net = copy.deepcopy(r18)
+    with torch.no_grad():
+        for p in ema_net.parameters():
+            p.mul_(0.9).add_(0.01)
+    data = _save({"epoch": 7, "arch": "resnet18", "state_dict": r18.state_dict(),
+                  "state_dict_ema": {"module." + k: v for k, v in ema_net.state_dict().items()},
+                  "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
+                  "args": argparse.Namespace(model="resnet18", lr=0.1), "version": 2, "metric": 71.5})
+    info = inspect_weights(data, "model_best.pth.tar")
+    assert info.variants == ("raw", "ema") and not info.has_nonfinite
+    x = torch.randn(1, 3, 64, 64)
+    raw, ema = (load_user_model("resnet18", data, "best.pth", variant=v) for v in ("raw", "ema"))
+    with torch.no_grad():
+        torch.testing.assert_close(raw.net(x), r18(x))
+        torch.testing.assert_close(ema.net(x), ema_net(x))
+        assert not torch.allclose(raw.net(x), ema.net(x))
+    assert raw.key != ema.key and "EMA" in ema.name
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        read_state_dict(_save(r18.state_dict()), "w.pt", variant="ema")
+
+
+def test_other_pickled_classes_are_refused_and_named(r18):
+    data = _save_with_module(lambda Config: {"state_dict": r18.state_dict(), "hyper_parameters": Config()},
+                             "my_project.config", "Config")
+    with pytest.raises(CheckpointError, match=r"pickled Python objects.*my_project\.config\.Config"):
+        read_state_dict(data, "last.ckpt")
+
+
+def test_compile_and_dataparallel_prefixes_and_missing_batch_counts(r18):
+    sd = {"module._orig_mod." + k: v for k, v in r18.state_dict().items() if not k.endswith("num_batches_tracked")}
+    from safetensors.torch import save
+    h = load_user_model("resnet18", save({k: v.contiguous() for k, v in sd.items()}), "w.safetensors")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(h.net(x), r18(x))
+
+
+def test_nan_weights_are_named(r18):
+    sd = dict(r18.state_dict())
+    sd["layer1.0.conv1.weight"] = sd["layer1.0.conv1.weight"].clone()
+    sd["layer1.0.conv1.weight"][0, 0, 0, :2] = float("nan")
+    sd["fc.bias"] = torch.tensor([0.0, float("inf"), 0.0, 0.0, float("-inf")])
+    from models.checkpoints import inspect_weights
+
+    info = inspect_weights(_save(sd), "w.pt")
+    assert info.has_nonfinite and set(info.nonfinite) == {"layer1.0.conv1.weight", "fc.bias"}
+    with pytest.raises(CheckpointError, match=r"2 tensors hold NaN or infinite values: layer1\.0\.conv1\.weight "
+                                              r"\(2 NaN\); fc\.bias \(2 inf\)"):
+        load_user_model("resnet18", _save(sd), "w.pt")
+
+
+def test_a_vision_transformer_offered_as_a_cnn_is_explained():
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=2).state_dict()
+    with pytest.raises(CheckpointError, match=r"vision transformer, not a CNN: its only convolution, "
+                                              r"patch_embed\.proj\.weight \(16×16 kernel\)") as e:
+        load_user_model("resnet18", _save(vit), "vit.pt")
+    assert "attention weights" in str(e.value)
+    from models.checkpoints import inspect_weights
+    assert "vision transformer" in inspect_weights(_save(vit), "vit.pt").not_a_cnn
+    with pytest.raises(CheckpointError, match="vision transformer"):
+        load_user_model("timm:vit_tiny_patch16_224", _save(vit), "vit.pt")
+
+
+def test_keys_that_fit_no_architecture_point_to_the_finder(r18):
+    sd = {f"encoder.block{i}.weight": torch.zeros(8, 8, 3, 3) for i in range(6)}
+    sd["head.weight"], sd["head.bias"] = torch.zeros(4, 8), torch.zeros(4)
+    with pytest.raises(CheckpointError, match=r"do not fit ResNet-18\.\nMost keys differ.*Which architecture is "
+                                              r"this.*\nMissing keys \(\d+\): conv1\.weight; bn1\.weight"):
+        load_user_model("resnet18", _save(sd), "w.pt")
+    sd2 = dict(zoo.build("mobilenet_v2", weights=False).state_dict())
+    with pytest.raises(CheckpointError, match="Which architecture is this"):
+        load_user_model("resnet18", _save(sd2), "w.pt")
+
+
+def test_timm_zero_classes_is_refused():
+    import timm
+
+    sd = timm.create_model("resnet18", pretrained=False, num_classes=3).state_dict()
+    sd["fc.weight"], sd["fc.bias"] = torch.zeros(0, 512), torch.zeros(0)
+    with pytest.raises(CheckpointError, match="no output classes"):
+        load_user_model("timm:resnet18", _save(sd), "w.pt")
+
+
+def test_numpy_and_path_entries_are_read_as_inert_stand_ins(r18, tmp_path):
+    import argparse
+    import pathlib
+
+    import numpy as np
+
+    sd = r18.state_dict()
+    data = _save({"state_dict": sd, "metric": np.float64(71.5), "history": np.arange(3.0),
+                  "output_dir": pathlib.PurePosixPath("/runs/exp1"), "args": argparse.Namespace(lr=0.1)})
+    assert read_state_dict(data, "ckpt.pth").keys() == sd.keys()
+    # an allow-listed class beside one that would run code: the whole file is refused, nothing runs
+    marker = tmp_path / "pwned"
+    evil = _save({"state_dict": sd, "args": argparse.Namespace(lr=0.1), "payload": _Evil(str(marker))})
+    with pytest.raises(CheckpointError, match=r"pickled Python objects.*\b(io|builtins)\.open"):
+        read_state_dict(evil, "ckpt.pth")
+    assert not marker.exists()
