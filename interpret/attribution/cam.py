@@ -29,7 +29,7 @@ from interpret.core.errors import InputError, NotDefined
 from interpret.core.hooks import hooked
 from interpret.core.layers import PASSIVE_TYPES, capture, get_module, last_conv_block
 from interpret.core.result import Attribution
-from interpret.core.tensors import check_input, target_score, to_hwc
+from interpret.core.tensors import check_input, on_device, target_score, to_hwc, to_numpy
 
 _CACHE_LOCK = threading.Lock()
 _DEFAULT_LAYER: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -61,6 +61,7 @@ def layer_activation_grad(handle: ModelHandle, x: torch.Tensor, target: int, lay
     overwrite the tensor we differentiate against. Hooks live only inside ``capture`` (lock held).
     """
     check_input(x)
+    x = on_device(handle, x)
     with capture(handle, layer, grad=True) as cap:
         logits = cap.run(x.detach().clone().requires_grad_(True))
         a = cap.output
@@ -77,8 +78,8 @@ def _gradcam_like(method: str, handle, x, target, layer, weights_fn) -> Attribut
     w = weights_fn(a, ga)  # (C,)
     raw = (w[:, None, None] * a[0]).sum(0)
     m = upsample(F.relu(raw), tuple(x.shape[-2:]))
-    return Attribution(method, int(target), m.numpy(), signed=False, params={"layer": layer},
-                       extra={"raw": raw.numpy(), "layer": layer, "channel_weights": w.numpy()})
+    return Attribution(method, int(target), to_numpy(m), signed=False, params={"layer": layer},
+                       extra={"raw": to_numpy(raw), "layer": layer, "channel_weights": to_numpy(w)})
 
 
 def _gradcam_weights(a: torch.Tensor, ga: torch.Tensor) -> torch.Tensor:
@@ -111,8 +112,9 @@ def gradcam_pp(handle: ModelHandle, x: torch.Tensor, target: int, layer: str | N
 def guided_gradcam(handle: ModelHandle, x: torch.Tensor, target: int, layer: str | None = None) -> Attribution:
     """Guided backprop × upsampled Grad-CAM, per colour channel (extra["rgb"]); map = max |value| over channels."""
     gc = gradcam(handle, x, target, layer)
-    g = rule_gradient(handle, x, target, "guided")[0] * torch.from_numpy(gc.map)[None]
-    return Attribution("guided_gradcam", int(target), g.abs().amax(0).numpy(), signed=False,
+    g = rule_gradient(handle, x, target, "guided")[0]
+    g = g * torch.from_numpy(gc.map).to(g.device)[None]
+    return Attribution("guided_gradcam", int(target), to_numpy(g.abs().amax(0)), signed=False,
                        params={"layer": gc.params["layer"]},
                        extra={"rgb": to_hwc(g), "gradcam": gc.map, "layer": gc.params["layer"]})
 
@@ -181,7 +183,7 @@ def cam_head(handle: ModelHandle, x: torch.Tensor | None = None) -> CamHead:
             gen = torch.Generator().manual_seed(0)  # deterministic probe when no image is given
             x = torch.rand(1, 3, *handle.input_size, generator=gen) * 2 - 1
         try:
-            hit = _find_head(handle, x)
+            hit = _find_head(handle, on_device(handle, x))
         except NotDefined as e:
             hit = e
         with _CACHE_LOCK:
@@ -197,6 +199,7 @@ def cam(handle: ModelHandle, x: torch.Tensor, target: int) -> Attribution:
     extra["raw"]: the map at layer resolution (its mean + extra["bias"] is the logit);
     extra["layer"]: the feature layer (with "relu(...)" when the pooling sees relu of it)."""
     check_input(x)
+    x = on_device(handle, x)
     head = cam_head(handle, x)
     fc = get_module(handle.net, head.linear)
     with capture(handle, head.layer) as cap:
@@ -210,5 +213,5 @@ def cam(handle: ModelHandle, x: torch.Tensor, target: int) -> Attribution:
     if abs(float(raw.mean()) + b - logit) > 1e-3 * max(1.0, abs(logit)):
         raise NotDefined("CAM does not reproduce the logit on this input (the network is not GAP + linear).")
     layer = f"relu({head.layer})" if head.relu else head.layer
-    return Attribution("cam", int(target), upsample(raw, tuple(x.shape[-2:])).numpy(), signed=True,
-                       params={}, extra={"raw": raw.numpy(), "layer": layer, "bias": b, "logit": logit})
+    return Attribution("cam", int(target), to_numpy(upsample(raw, tuple(x.shape[-2:]))), signed=True,
+                       params={}, extra={"raw": to_numpy(raw), "layer": layer, "bias": b, "logit": logit})

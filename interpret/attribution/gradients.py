@@ -13,12 +13,13 @@ import torch
 from models.handle import ModelHandle
 
 from interpret.core.result import Attribution
-from interpret.core.tensors import check_input, input_gradient, max_abs_channels, to_hwc
+from interpret.core.tensors import check_input, input_gradient, max_abs_channels, on_device, to_hwc, to_numpy
 
 
 def saliency(handle: ModelHandle, x: torch.Tensor, target: int) -> Attribution:
     """|∂y_c/∂x| max over colour channels (unsigned). extra["rgb"]: the signed per-channel gradient."""
     check_input(x)
+    x = on_device(handle, x)
     g = input_gradient(handle.net, x, target)
     return Attribution("saliency", int(target), max_abs_channels(g), signed=False, extra={"rgb": to_hwc(g)})
 
@@ -26,15 +27,17 @@ def saliency(handle: ModelHandle, x: torch.Tensor, target: int) -> Attribution:
 def gradient(handle: ModelHandle, x: torch.Tensor, target: int) -> Attribution:
     """Signed gradient ∂y_c/∂x summed over colour channels."""
     check_input(x)
+    x = on_device(handle, x)
     g = input_gradient(handle.net, x, target)
-    return Attribution("gradient", int(target), g[0].sum(0).cpu().numpy(), signed=True,
+    return Attribution("gradient", int(target), to_numpy(g[0].sum(0)), signed=True,
                        extra={"rgb": to_hwc(g)})
 
 
 def grad_x_input(handle: ModelHandle, x: torch.Tensor, target: int) -> Attribution:
     """Gradient × input (normalized input space), summed over colour channels; signed."""
     check_input(x)
+    x = on_device(handle, x)
     g = input_gradient(handle.net, x, target)
     gx = g * x.detach()
-    return Attribution("grad_x_input", int(target), gx[0].sum(0).cpu().numpy(), signed=True,
+    return Attribution("grad_x_input", int(target), to_numpy(gx[0].sum(0)), signed=True,
                        extra={"rgb": to_hwc(gx)})

@@ -33,7 +33,7 @@ from models.handle import ModelHandle
 
 from interpret.core.errors import InputError
 from interpret.core.result import Attribution
-from interpret.core.tensors import check_input, input_gradient, max_abs_channels, to_hwc
+from interpret.core.tensors import check_input, input_gradient, max_abs_channels, on_device, to_hwc
 
 RULES = ("guided", "deconvnet")
 
@@ -170,6 +170,7 @@ def relu_rule(rule: str) -> Iterator[None]:
 def rule_gradient(handle: ModelHandle, x: torch.Tensor, target: int, rule: str | None) -> torch.Tensor:
     """∂ logit[target] / ∂x with the given ReLU rule (None: plain gradient); shape of x."""
     check_input(x)
+    x = on_device(handle, x)
     if rule is None:
         return input_gradient(handle.net, x, target)
     with relu_rule(rule):

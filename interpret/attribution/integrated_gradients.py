@@ -15,7 +15,8 @@ from models.handle import ModelHandle
 
 from interpret.core.errors import InputError
 from interpret.core.result import Attribution
-from interpret.core.tensors import check_input, check_target, to_hwc
+from interpret.core.memory import with_batch_retry
+from interpret.core.tensors import check_input, check_target, on_device, to_hwc, to_numpy
 
 BASELINES = ("black", "zero", "blur", "noise", "white")
 
@@ -37,7 +38,8 @@ def make_baseline(handle: ModelHandle, x: torch.Tensor, kind: str = "black", see
         return TF.gaussian_blur(x.detach(), [k, k], [sigma, sigma])
     if kind == "noise":
         gen = torch.Generator().manual_seed(int(seed))
-        return pp.normalize(torch.rand(x.shape, generator=gen, dtype=x.dtype))
+        # drawn on the CPU with the seeded generator, then moved: the same noise on every device
+        return pp.normalize(torch.rand(x.shape, generator=gen, dtype=x.dtype).to(x.device))
     raise InputError(f"unknown baseline {kind!r}; choose one of {BASELINES}")
 
 
@@ -51,13 +53,15 @@ def integrated_gradients(handle: ModelHandle, x: torch.Tensor, target: int, step
     completeness gap Σ attribution − (logit(x) − logit(baseline))."""
     check_input(x)
     check_target(target, handle.num_classes)
+    x = on_device(handle, x)
     b = make_baseline(handle, x, baseline, seed)
     ig = IntegratedGradients(handle.net)
-    attr, delta = ig.attribute(x.detach().clone(), baselines=b, target=int(target), n_steps=int(steps),
-                               method=rule, internal_batch_size=int(batch_size),
-                               return_convergence_delta=True)
+    attr, delta = with_batch_retry(
+        lambda bs: ig.attribute(x.detach().clone(), baselines=b, target=int(target), n_steps=int(steps),
+                                method=rule, internal_batch_size=bs, return_convergence_delta=True),
+        int(batch_size), device=x.device, what="integrated gradients", hint="fewer steps, a smaller image or the CPU")
     attr = attr.detach()
-    return Attribution("integrated_gradients", int(target), attr[0].sum(0).numpy(), signed=True,
+    return Attribution("integrated_gradients", int(target), to_numpy(attr[0].sum(0)), signed=True,
                        params={"steps": int(steps), "baseline": baseline, "rule": rule, "seed": int(seed)},
                        extra={"rgb": to_hwc(attr), "delta": float(delta.reshape(-1)[0]),
                               "baseline_image": handle.preprocess.to_display(b[0])})

@@ -23,7 +23,9 @@ from skimage import segmentation as skseg
 from models.handle import ModelHandle
 
 from interpret.core.errors import InputError
+from interpret.core.memory import run_chunks
 from interpret.core.result import Attribution
+from interpret.core.tensors import device_of, to_numpy
 
 SEGMENTATIONS = ("quickshift", "slic", "felzenszwalb")
 
@@ -83,16 +85,24 @@ def lime_explain(handle: ModelHandle, x: torch.Tensor, target: int, segmentation
     segmenter = make_segmenter(segmentation, seg_params, seed)
     hide_color = HIDE_COLORS.get(hide_color, hide_color) if isinstance(hide_color, str) else hide_color
     done = [0]
+    device = device_of(handle)
 
     def classifier_fn(images: np.ndarray) -> np.ndarray:
-        batch = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).permute(0, 3, 1, 2)
-        batch = handle.preprocess.normalize(batch)
-        with handle.lock, torch.inference_mode():
-            probs = torch.softmax(handle.net(batch).float(), dim=1)
+        out = np.empty((len(images), handle.num_classes), dtype=np.float64)
+
+        def step(s: int, e: int) -> None:
+            batch = torch.from_numpy(np.ascontiguousarray(images[s:e], dtype=np.float32)).permute(0, 3, 1, 2)
+            batch = handle.preprocess.normalize(batch.to(device))
+            with handle.lock, torch.inference_mode():
+                probs = torch.softmax(handle.net(batch).float(), dim=1)
+            out[s:e] = to_numpy(probs)  # float32 → float64 on the CPU
+
+        run_chunks(len(images), len(images), step, device=device, what="LIME",
+                   hint="a smaller batch size, fewer samples or the CPU")
         done[0] += len(images)
         if progress is not None:
             progress(min(done[0] / num_samples, 1.0))
-        return probs.double().numpy()
+        return out
 
     explainer = LimeImageExplainer(random_state=seed)
     exp = explainer.explain_instance(

@@ -38,7 +38,9 @@ from sklearn.linear_model import Ridge
 
 from models.handle import ModelHandle
 
+from interpret.core.memory import run_chunks
 from interpret.core.result import Attribution
+from interpret.core.tensors import cpu64, device_of, to_numpy
 from interpret.engines.copies import NotTraceable, frozen_copy
 from interpret.attribution.lime import HIDE_COLORS, make_segmenter
 
@@ -63,7 +65,7 @@ def _ridge_coef(data: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = 1
     xc, yc = X - sw @ X, t - sw @ t
     xw = xc * wt[:, None]
     a = xw.T @ xc + alpha * torch.eye(X.shape[1], dtype=torch.float64)
-    return torch.linalg.solve(a, xw.T @ yc).numpy()
+    return to_numpy(torch.linalg.solve(a, xw.T @ yc))  # float64 on the CPU: built from numpy arrays
 
 
 @functools.lru_cache(maxsize=8)
@@ -135,10 +137,12 @@ def lime_fast(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: s
         fudged = (sums / np.maximum(counts, 1))[segments]
     else:
         fudged = np.broadcast_to(np.asarray(hide_color, dtype=np.float64), image.shape)
-    to_model = lambda a: pre.normalize(torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1))
+    device = device_of(handle)
+    to_model = lambda a: pre.normalize(
+        torch.from_numpy(np.ascontiguousarray(a, np.float32)).permute(2, 0, 1).to(device))
     x_img, x_fud = to_model(image), to_model(fudged)
     delta = (x_img - x_fud)[None]
-    seg_t = torch.from_numpy(segments)
+    seg_t = torch.from_numpy(segments).to(device)
 
     rng = np.random.RandomState(seed)
     if design == "lime":
@@ -161,15 +165,22 @@ def lime_fast(handle: ModelHandle, x: torch.Tensor, target: int, segmentation: s
     with torch.inference_mode():
         while done < num_samples:
             stop = min(num_samples, done + batch_size, next_check if adaptive else num_samples)
-            z = torch.from_numpy(data[done:stop].astype(np.float32))
-            masks = z[:, seg_t][:, None]  # (b, 1, H, W): 1 where the superpixel is on
-            batch = (x_fud[None] + delta * masks).contiguous(memory_format=torch.channels_last)
-            if lock is None:
-                out = net(batch)
-            else:
-                with lock:
+
+            def step(s: int, e: int) -> None:
+                z = torch.from_numpy(data[s:e].astype(np.float32)).to(device)
+                masks = z[:, seg_t][:, None]  # (b, 1, H, W): 1 where the superpixel is on
+                batch = (x_fud[None] + delta * masks).contiguous(memory_format=torch.channels_last)
+                if lock is None:
                     out = net(batch)
-            probs[done:stop] = torch.softmax(out.double(), dim=1)[:, target].numpy()
+                else:
+                    with lock:
+                        out = net(batch)
+                probs[s:e] = torch.softmax(cpu64(out), dim=1)[:, target].numpy()
+
+            used = run_chunks(stop - done, stop - done, lambda s, e: step(done + s, done + e), device=device,
+                              what="fast LIME", hint="a smaller batch size, fewer samples or the CPU")
+            if used < stop - done:  # it ran out of memory: keep the smaller batch for the rest of the sampling
+                batch_size = used
             done = stop
             if progress is not None:
                 progress(done / num_samples)

@@ -17,7 +17,7 @@ import torch
 from models.handle import ModelHandle
 
 from interpret.core.result import Attribution
-from interpret.core.tensors import check_input
+from interpret.core.tensors import check_input, on_device
 from interpret.engines.batched import BatchedOcclusion
 from interpret.engines.copies import NotTraceable
 from interpret.engines.incremental import IncrementalOcclusion
@@ -69,7 +69,7 @@ def occlusion_incremental(handle: ModelHandle, x: torch.Tensor, target: int, win
     runs on the private copy, ``fast=True``)."""
     started = time.perf_counter()
     check_input(x)
-    x = x.detach().float()
+    x = on_device(handle, x.detach()).float()
     params = {"window": window, "stride": stride, "baseline": baseline, "blur_sigma": blur_sigma, "tau": tau,
               "low_precision": low_precision}
     try:
@@ -115,5 +115,5 @@ def occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: int | t
     check_input(x)
     params = {"window": window, "stride": stride, "baseline": baseline, "blur_sigma": blur_sigma, "fast": fast,
               "engine": engine}
-    return _score_all(BatchedOcclusion(handle, fast), x.detach().float(), target, window, stride, baseline,
+    return _score_all(BatchedOcclusion(handle, fast), on_device(handle, x.detach()).float(), target, window, stride, baseline,
                       blur_sigma, batch_size, progress, params, started, engine)

@@ -35,7 +35,7 @@ from scipy.interpolate import LinearNDInterpolator
 from models.handle import ModelHandle
 
 from interpret.core.result import Attribution
-from interpret.core.tensors import check_input
+from interpret.core.tensors import check_input, device_of, on_device
 from interpret.engines.batched import BatchedOcclusion
 from interpret.engines.copies import NotTraceable
 from interpret.engines.incremental import IncrementalOcclusion, bf16_pays
@@ -168,7 +168,7 @@ def coarse_occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: 
     check_input(x)
     if coarse_step < 1:
         raise ValueError("coarse_step must be ≥ 1")
-    x = x.detach().float()
+    x = on_device(handle, x.detach()).float()
     target = int(target)
     grid = window_grid(x.shape[2], x.shape[3], window, stride)
     base = baseline_image(x, baseline, blur_sigma)
@@ -240,13 +240,13 @@ def approx_occlusion(handle: ModelHandle, x: torch.Tensor, target: int, window: 
     """Approximate occlusion map (coarse-to-fine, see the module doc); ``tolerance`` ≤ 0, ``tau`` = 1 and
     ``low_precision`` False give the exact map. ``extra["fraction"]`` is the share of windows actually scored,
     ``extra["scored"]`` which ones. ``low_precision`` None: bfloat16 changes only where they pay
-    (``incremental.bf16_pays``: CPUs with AMX).
+    (``incremental.bf16_pays``: CPUs with AMX, CUDA GPUs with bf16 tensor cores).
 
     Defaults chosen on the six bundled photos at 224², window 15, stride 8 (``python -m bench.bench_speed``): SSIM
     to the exact map ≥ 0.93 and the same maximum on all of them for ResNet-18 (random weights) and
     EfficientNet-Lite0, scoring 45–85 % of the windows; tolerance 0.1 → SSIM ≥ 0.95, more windows; 0.15 → ≥ 0.90."""
     if low_precision is None:
-        low_precision = bf16_pays()
+        low_precision = bf16_pays(device_of(handle))
     res = None
     for res in coarse_occlusion(handle, x, target, window, stride, baseline, blur_sigma, coarse_step, tolerance,
                                 tau, batch_size, low_precision, progress):

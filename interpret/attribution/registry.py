@@ -29,6 +29,8 @@ from interpret.attribution.occlusion import occlusion as _occlusion
 from interpret.attribution.occlusion_approx import approx_occlusion as _occlusion_approx
 from interpret.attribution.occlusion_approx import coarse_occlusion as _coarse_occlusion
 from interpret.core.errors import InputError
+from interpret.core.memory import oom_as_error
+from interpret.core.tensors import device_of
 from interpret.core.result import Attribution
 from interpret.engines.incremental import bf16_pays as _bf16_pays
 
@@ -246,7 +248,8 @@ def explain(handle: ModelHandle, x: torch.Tensor, target: int, method: str,
     if spec.takes_progress and progress is not None:
         kwargs["progress"] = progress
     t0 = time.perf_counter()
-    res = spec.fn(handle, x, int(target), **kwargs)
+    with oom_as_error(device_of(handle), spec.label):  # batched methods retry smaller batches first
+        res = spec.fn(handle, x, int(target), **kwargs)
     res.seconds = time.perf_counter() - t0
     kwargs.pop("progress", None)
     res.params = {**kwargs, **res.params}

@@ -14,11 +14,13 @@ from models.handle import ModelHandle
 
 from interpret.core.errors import InputError
 from interpret.core.result import Attribution
-from interpret.core.tensors import check_input, input_gradient, max_abs_channels, to_hwc
+from interpret.core.memory import run_chunks
+from interpret.core.tensors import check_input, input_gradient, max_abs_channels, on_device, to_hwc
 
 
 def noise_batch(x: torch.Tensor, samples: int, noise: float, seed: int) -> torch.Tensor:
-    """``samples`` noisy copies of x (samples, C, H, W): σ = noise · (max(x) − min(x))."""
+    """``samples`` noisy copies of x (samples, C, H, W): σ = noise · (max(x) − min(x)). The noise is drawn on the
+    CPU by the seeded generator and moved to x's device, so every device gets the same noise."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     sigma = float(noise) * float(x.max() - x.min())
     eps = torch.randn((int(samples),) + tuple(x.shape[1:]), generator=gen, dtype=x.dtype)
@@ -33,13 +35,19 @@ def smoothgrad(handle: ModelHandle, x: torch.Tensor, target: int, samples: int =
     check_input(x)
     if samples < 1 or batch_size < 1:
         raise InputError("samples and batch_size must be at least 1")
+    x = on_device(handle, x)
     xs = noise_batch(x, samples, noise, seed)
     total = torch.zeros_like(x[0])
-    for i in range(0, samples, batch_size):
-        g = input_gradient(handle.net, xs[i:i + batch_size], target)
-        total += (g * g if squared else g).sum(0)
+
+    def step(s: int, e: int) -> None:
+        nonlocal total
+        g = input_gradient(handle.net, xs[s:e], target)
+        total = total + (g * g if squared else g).sum(0)
         if progress is not None:
-            progress(min(i + batch_size, samples) / samples)
+            progress(e / samples)
+
+    run_chunks(samples, batch_size, step, device=x.device, what="SmoothGrad",
+               hint="fewer samples, a smaller batch size or the CPU")
     mean = (total / samples)[None]
     return Attribution("smoothgrad", int(target), max_abs_channels(mean), signed=False,
                        params={"samples": int(samples), "noise": float(noise), "squared": bool(squared),

@@ -7,7 +7,7 @@ tests that catch the built-in keep working.
 """
 from __future__ import annotations
 
-__all__ = ["CnnLensError", "InputError", "NotDefined"]
+__all__ = ["CnnLensError", "DeviceOutOfMemory", "InputError", "NotDefined"]
 
 
 class CnnLensError(Exception):
@@ -21,3 +21,8 @@ class InputError(CnnLensError, ValueError):
 class NotDefined(CnnLensError, ValueError):
     """A method does not apply to this network (e.g. CAM without global average pooling + one linear layer)."""
 
+
+
+class DeviceOutOfMemory(CnnLensError, MemoryError):
+    """The device ran out of memory even at batch size 1 (the message names the device, the computation and what
+    to try)."""

@@ -20,6 +20,7 @@ from torch import nn
 
 from interpret.core.errors import InputError, NotDefined
 from interpret.core.hooks import hooked
+from interpret.core.tensors import on_device
 
 POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 # Modules that pass a map on without computing a new one (pooling, dropout, identity, flatten): never the layer
@@ -96,7 +97,7 @@ class Capture:
         self._non_tensor, self.stopped = False, False
         with torch.enable_grad() if self._grad else torch.no_grad():
             try:
-                self.result = self.net(x)
+                self.result = self.net(on_device(self.net, x))  # a probe made on the CPU runs where the net is
             except _Stop as e:
                 if e.args[0] is not self:
                     raise

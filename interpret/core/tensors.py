@@ -1,5 +1,6 @@
-"""Tensor helpers every gradient method shares: the input check, the target logit, one input gradient, and the
-conversions of a (1, C, H, W) result to the arrays an ``Attribution`` holds.
+"""Tensor helpers every gradient method shares: the input check, the target logit, one input gradient, the move of
+inputs to the model's device, and the conversions of a (1, C, H, W) result to the CPU arrays an ``Attribution``
+holds.
 
 Kept on the bottom floor so that attribution methods (and anything above) use one definition of "a valid input"
 and "the score of class c" instead of importing them from one another.
@@ -8,8 +9,40 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from interpret.core.errors import InputError, NotDefined
+from models.device import module_device
+
+
+def device_of(handle_or_net) -> torch.device:
+    """The device a handle's network (or a bare network) lives on."""
+    net = getattr(handle_or_net, "net", handle_or_net)
+    return module_device(net) if isinstance(net, nn.Module) else torch.device("cpu")
+
+
+def on_device(handle_or_net, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device of the handle's network (no copy when it is there already); every public function
+    that takes an input tensor calls this at its entry. The dtype is kept (a float64 input stays float64)."""
+    return x.to(device_of(handle_or_net))
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor on any device → CPU numpy (detached); the one way results leave the device."""
+    return t.detach().cpu().numpy()
+
+
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached in float64 for an accurate reduction: on its own device where float64 exists, on the CPU on
+    Apple MPS (which has none)."""
+    t = t.detach()
+    return (t.cpu() if t.device.type == "mps" else t).double()
+
+
+def cpu64(t: torch.Tensor) -> torch.Tensor:
+    """A result tensor brought to the CPU, then widened to float64 (Apple MPS has no float64, so widening for a
+    float64 softmax or score always happens after the move)."""
+    return t.detach().cpu().double()
 
 
 def check_input(x: torch.Tensor) -> None:
@@ -53,4 +86,4 @@ def to_hwc(t: torch.Tensor) -> np.ndarray:
 
 def max_abs_channels(t: torch.Tensor) -> np.ndarray:
     """(1, C, H, W) → H×W: max over channels of |value| (the classic saliency reduction)."""
-    return t.detach()[0].abs().amax(0).cpu().numpy()
+    return to_numpy(t.detach()[0].abs().amax(0))

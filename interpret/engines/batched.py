@@ -14,6 +14,8 @@ from torch import nn
 
 from models.handle import ModelHandle
 
+from interpret.core.memory import oom_as_error, run_chunks
+from interpret.core.tensors import cpu64, on_device
 from interpret.engines.copies import fast_copy
 
 Progress = Callable[[float], None] | None
@@ -48,23 +50,27 @@ class BatchedOcclusion:
         softmax probability: (logit0, logits (n,), prob0, probs (n,)). The copies are built batch by batch (memory
         stays at ``batch_size`` images); ``progress(fraction)`` is called per batch."""
         wh, ww = window
+        x, base = on_device(self.net, x), on_device(self.net, base)
         clean = self._clean
         if clean is None or clean[0] is not x or clean[1] != x._version:  # coarse-to-fine levels reuse it
-            clean = self._clean = (x, x._version, self._logits(x))
+            with oom_as_error(x.device, "occlusion (the unoccluded image)"):
+                clean = self._clean = (x, x._version, self._logits(x))
         out0 = clean[2]
         logit0 = float(out0[0, target])
-        prob0 = float(torch.softmax(out0.double(), dim=1)[0, target])
+        prob0 = float(torch.softmax(cpu64(out0), dim=1)[0, target])
         n = len(corners)
         logits = np.empty(n, dtype=np.float64)
         probs = np.empty(n, dtype=np.float64)
-        for s in range(0, n, batch_size):
-            e = min(s + batch_size, n)
+        def step(s: int, e: int) -> None:
             batch = x.expand(e - s, -1, -1, -1).clone()
             for b, (r, c) in enumerate(corners[s:e]):
                 batch[b, :, r:r + wh, c:c + ww] = base[0, :, r:r + wh, c:c + ww]
             out = self._logits(batch)
-            logits[s:e] = out[:, target].double().numpy()
-            probs[s:e] = torch.softmax(out.double(), dim=1)[:, target].numpy()
+            logits[s:e] = cpu64(out[:, target]).numpy()
+            probs[s:e] = torch.softmax(cpu64(out), dim=1)[:, target].numpy()
             if progress is not None:
                 progress(e / n)
+
+        run_chunks(n, batch_size, step, device=x.device, what="occlusion (batched forward passes)",
+                   hint="a smaller batch size, a larger window or stride, or the CPU")
         return logit0, logits, prob0, probs

@@ -16,8 +16,10 @@ machine and then ran at 7.3 ms per image, slower than the frozen module; bfloat1
 probabilities by up to 0.04. If TorchScript is missing or fails on a network, ``frozen_copy`` returns the eager
 folded copy (or raises ``NotTraceable`` like it), so callers keep working.
 
-Every cache is keyed weakly by the shared module and ``param_version(net)``, so a copy is rebuilt when the shared
-weights change in place. The shared network is only read: deep-copied under its lock, never traced or hooked.
+Every cache is keyed weakly by the shared module and ``copy_key(net)`` (``param_version`` and the device), so a copy
+is rebuilt when the shared weights change in place or the network moves to another device; copies are deep copies,
+so they live on the shared network's device. TorchScript freezing is a CPU (oneDNN) speed-up only: on CUDA/MPS
+``frozen_copy`` returns the eager folded copy. The shared network is only read: deep-copied under its lock, never traced or hooked.
 """
 from __future__ import annotations
 
@@ -30,20 +32,22 @@ import torch
 from torch import fx, nn
 from torch.fx.experimental.optimization import fuse
 
+from models.device import module_device
 from models.handle import ModelHandle
 
 from interpret.core.fx_trace import confined_trace
 
-__all__ = ["NotTraceable", "param_version", "traced_copy", "fast_copy", "frozen_copy"]
+__all__ = ["NotTraceable", "copy_key", "param_version", "traced_copy", "fast_copy", "frozen_copy"]
 
 
 class NotTraceable(RuntimeError):
     """torch.fx could not trace the network (data-dependent control flow)."""
 
 
-_TRACED: "weakref.WeakKeyDictionary[nn.Module, tuple[int, fx.GraphModule | Exception]]" = weakref.WeakKeyDictionary()
-_PLAIN: "weakref.WeakKeyDictionary[nn.Module, tuple[int, nn.Module]]" = weakref.WeakKeyDictionary()
-_FROZEN: "weakref.WeakKeyDictionary[nn.Module, tuple[int, nn.Module]]" = weakref.WeakKeyDictionary()
+_Key = tuple[int, torch.device]
+_TRACED: "weakref.WeakKeyDictionary[nn.Module, tuple[_Key, fx.GraphModule | Exception]]" = weakref.WeakKeyDictionary()
+_PLAIN: "weakref.WeakKeyDictionary[nn.Module, tuple[_Key, nn.Module]]" = weakref.WeakKeyDictionary()
+_FROZEN: "weakref.WeakKeyDictionary[nn.Module, tuple[_Key, nn.Module]]" = weakref.WeakKeyDictionary()
 _FROZEN_LOCK = threading.Lock()
 
 
@@ -51,6 +55,12 @@ def param_version(net: nn.Module) -> int:
     """A key that changes whenever a parameter or buffer of ``net`` is modified in place (torch's version counters):
     the caches of copies and of the warm-up compare it to know their copy is stale."""
     return sum(p._version for p in net.parameters()) + sum(b._version for b in net.buffers())
+
+
+def copy_key(net: nn.Module) -> _Key:
+    """What a cached copy of ``net`` must match: its weights' version and its device (a move to another device
+    need not change the version counters)."""
+    return param_version(net), module_device(net)
 
 
 def _private_copy(net: nn.Module) -> nn.Module:
@@ -70,7 +80,7 @@ def traced_copy(handle: ModelHandle) -> fx.GraphModule:
     weights change). Raises ``NotTraceable`` (also cached: a failed trace is not retried for the same weights)."""
     net = handle.net
     with handle.lock:
-        version = param_version(net)
+        version = copy_key(net)
         hit = _TRACED.get(net)
         if hit is not None and hit[0] == version:
             if isinstance(hit[1], Exception):
@@ -103,7 +113,7 @@ def fast_copy(handle: ModelHandle) -> nn.Module:
         pass
     net = handle.net
     with handle.lock:
-        version = param_version(net)
+        version = copy_key(net)
         hit = _PLAIN.get(net)
         if hit is None or hit[0] != version:
             hit = _PLAIN[net] = (version, _private_copy(net).to(memory_format=torch.channels_last))
@@ -126,13 +136,15 @@ def frozen_copy(handle: ModelHandle, example: torch.Tensor) -> nn.Module:
     (any batch size). Raises ``NotTraceable`` when not even the fx copy can be built."""
     net = handle.net
     gm = traced_copy(handle)  # raises NotTraceable
-    version = param_version(net)
+    version = copy_key(net)
     with _FROZEN_LOCK:
         hit = _FROZEN.get(net)
     if hit is not None and hit[0] == version:
         return hit[1]
     try:
-        out = _freeze(gm, example.contiguous(memory_format=torch.channels_last))
+        if version[1].type != "cpu":  # freezing packs weights for oneDNN, a CPU speed-up; elsewhere run eager
+            raise NotImplementedError
+        out = _freeze(gm, example.to(version[1]).contiguous(memory_format=torch.channels_last))
     except Exception:  # noqa: BLE001 - TorchScript cannot take this net: the eager folded copy is still correct
         out = gm
     with _FROZEN_LOCK:

@@ -35,16 +35,28 @@ from torch import fx, nn
 
 from models.handle import ModelHandle
 
+from interpret.core.memory import oom_as_error, run_chunks
+from interpret.core.tensors import cpu64, on_device
 from interpret.engines.copies import traced_copy
 
 
-@functools.lru_cache(maxsize=1)
-def bf16_pays() -> bool:
-    """Whether bfloat16 convolutions of a window's change are faster than float32 ones on this CPU: where it has
-    AMX tiles (recent Xeons), ~2.5× on dense convolutions. Elsewhere, AVX-512 BF16 included, the conversions
+def bf16_pays(device: torch.device | str | None = None) -> bool:
+    """Whether the approximate occlusion's bfloat16 convolutions of a window's change pay on ``device`` (default
+    CPU). CUDA: on GPUs with bfloat16 tensor cores (compute capability 8.0+). MPS: no (kept in float32). CPU: where
+    it has AMX tiles (recent Xeons), ~2.5× on dense convolutions; elsewhere, AVX-512 BF16 included, the conversions
     cost what the narrower arithmetic saves: on a 2-core AMD EPYC (AVX-512 BF16, no AMX) the approximate
-    occlusion took the same CPU time on one thread and 1.6× the wall time on two (measured while other
-    work shared the cores)."""
+    occlusion took the same CPU time on one thread and 1.6× the wall time on two (measured while other work
+    shared the cores). Only the approximate mode ever uses it; exact occlusion stays in the input's dtype."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(dev)[0] >= 8
+    if dev.type != "cpu":
+        return False
+    return _cpu_has_amx()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_amx() -> bool:
     init = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
     if init is not None:
         try:
@@ -123,14 +135,14 @@ def _window(base: torch.Tensor, val: Box | None, r0: np.ndarray, c0: np.ndarray,
     rr = r0[:, None] + np.arange(h)[None, :]  # padded coords
     cc = c0[:, None] + np.arange(w)[None, :]
     if zero_base:
-        out = torch.zeros(B * h * w, C, dtype=val.t.dtype)
+        out = torch.zeros(B * h * w, C, dtype=val.t.dtype, device=val.t.device)
     else:
         if based is None:
             based = _pad(base, pad, padval)
         Wp = based.shape[3]
         table = based.permute(0, 2, 3, 1).reshape(-1, C)
         idx = (rr[:, :, None] * Wp + cc[:, None, :]).reshape(-1)
-        out = table.index_select(0, torch.from_numpy(idx))
+        out = table.index_select(0, torch.from_numpy(idx).to(table.device))
     if val is not None:
         relr = rr - pad[0] - val.r0[:, None]
         relc = cc - pad[1] - val.c0[:, None]
@@ -141,7 +153,8 @@ def _window(base: torch.Tensor, val: Box | None, r0: np.ndarray, c0: np.ndarray,
         if len(pos):
             src = ((np.arange(B)[:, None, None] * val.h + relr[:, :, None]) * val.w + relc[:, None, :]).reshape(-1)
             vt = val.t.permute(0, 2, 3, 1).reshape(-1, C)
-            out.index_copy_(0, torch.from_numpy(pos), vt.index_select(0, torch.from_numpy(src[pos])))
+            dev = out.device
+            out.index_copy_(0, torch.from_numpy(pos).to(dev), vt.index_select(0, torch.from_numpy(src[pos]).to(dev)))
     return out.view(B, h, w, C).permute(0, 3, 1, 2)
 
 
@@ -209,6 +222,11 @@ def _batches(n: int, batch_size: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def _padded_size(k: int) -> int:
+    """The size a batch of ``k`` windows from ``_batches`` is padded to (1…8 windows: not padded)."""
+    return k if k <= _QUANTUM else _QUANTUM * math.ceil(k / _QUANTUM)
+
+
 # ---- the engine ------------------------------------------------------------------------------------------------
 
 class IncrementalOcclusion:
@@ -268,8 +286,8 @@ class IncrementalOcclusion:
         the border as captum clips) is replaced by ``base``, and the same for the softmax probability:
         (logit0, logits (n,), prob0, probs (n,)). Float64 inputs run in float64."""
         wh, ww = _pair(window)
-        x_in, x = x, x.detach()
-        base = base.detach().to(x.dtype)
+        x_in, x = x, on_device(self.gm, x.detach())
+        base = on_device(self.gm, base.detach()).to(x.dtype)
         dtype = x.dtype
         with torch.inference_mode():
             if dtype not in self._by_dtype:  # e.g. float64 in tests: a private copy, the cached one stays float32
@@ -282,23 +300,30 @@ class IncrementalOcclusion:
             else:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                env, padded = self._base_pass(x), {}
+                with oom_as_error(x.device, "occlusion (the unoccluded image's cached maps)"):
+                    env, padded = self._base_pass(x), {}
                 self._base = (x_in, x_in._version, self._cur, x, env, padded)
             out0 = env[self.nodes[-1]]
             logit0 = float(out0[0, target])
-            prob0 = float(torch.softmax(out0.double(), dim=1)[0, target])
+            prob0 = float(torch.softmax(cpu64(out0), dim=1)[0, target])
             corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
             res = np.empty(len(corners), dtype=np.float64)
             probs = np.empty(len(corners), dtype=np.float64)
-            for s, e, size in _batches(len(corners), batch_size):
-                cs = corners[s:e]
+            n = len(corners)
+
+            def step(s: int, e: int) -> None:
+                cs, size = corners[s:e], _padded_size(e - s)
                 if size > e - s:  # padded with copies of its last window (boxes are maxima: unchanged)
                     cs = np.concatenate([cs, np.repeat(cs[-1:], size - (e - s), axis=0)])
                 out = self._patched(env, padded, x, base, cs, wh, ww)[: e - s]
-                res[s:e] = out[:, target].double().numpy()
-                probs[s:e] = torch.softmax(out.double(), dim=1)[:, target].numpy()
+                res[s:e] = cpu64(out[:, target]).numpy()
+                probs[s:e] = torch.softmax(cpu64(out), dim=1)[:, target].numpy()
                 if progress is not None:
-                    progress(min(1.0, e / len(corners)))
+                    progress(min(1.0, e / n))
+
+            run_chunks(n, batch_size, step, device=x.device, what="occlusion (incremental inference)",
+                       hint="a smaller batch size, a larger window or stride, or the CPU",
+                       plan=lambda m, b: [(s, e) for s, e, _ in _batches(m, b)])
         return logit0, res, prob0, probs
 
     def _patched(self, env: dict, padded: dict, x: torch.Tensor, base: torch.Tensor, cs: np.ndarray,
@@ -314,7 +339,7 @@ class IncrementalOcclusion:
         cc = c0[:, None] + np.arange(ww)
         mr = (rr >= cs[:, :1]) & (rr < cs[:, :1] + wh)
         mc = (cc >= cs[:, 1:]) & (cc < cs[:, 1:] + ww)
-        m = torch.from_numpy(mr[:, :, None] & mc[:, None, :])[:, None]
+        m = torch.from_numpy(mr[:, :, None] & mc[:, None, :])[:, None].to(x.device)
         vals: dict = {}
         cl = torch.channels_last if self.channels_last else torch.contiguous_format
         for n in self.nodes:

@@ -32,7 +32,8 @@ from torch import nn
 
 from models.handle import ModelHandle
 
-from interpret.engines.copies import NotTraceable, frozen_copy, param_version, traced_copy
+from interpret.core.tensors import device_of
+from interpret.engines.copies import NotTraceable, copy_key, frozen_copy, traced_copy
 from interpret.engines.incremental import IncrementalOcclusion, bf16_pays
 
 __all__ = ["FAST_PATH_METHODS", "WarmupReport", "warm_up", "is_ready", "is_started", "progress_of", "wait"]
@@ -64,7 +65,7 @@ class WarmupReport:
 
 @dataclass
 class _Entry:
-    version: int
+    version: tuple
     started: bool = False
     fraction: float = 0.0
     step: str = "waiting"
@@ -78,7 +79,7 @@ _GUARD = threading.Lock()
 
 def _entry(handle: ModelHandle) -> _Entry:
     """The state for the network's current weights (a new one when they changed in place)."""
-    version = param_version(handle.net)
+    version = copy_key(handle.net)  # weights and device: a copy on another device must be built again
     with _GUARD:
         e = _ENTRIES.get(handle.net)
         if e is None or e.version != version:
@@ -135,13 +136,14 @@ def _build(handle: ModelHandle, e: _Entry, progress: Callable[[float], None] | N
     report = WarmupReport()
     h, w = handle.input_size
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(1, 3, h, w, generator=gen)  # any image will do: only shapes and kernels are being prepared
+    # any image will do: only shapes and kernels are being prepared (made on the CPU, run on the model's device)
+    x = torch.randn(1, 3, h, w, generator=gen).to(device_of(handle))
     steps: list[tuple[str, Callable[[], None]]] = [
         ("fx copy (batch norm folded)", lambda: traced_copy(handle)),
         ("occlusion engine, first pass", lambda: _occlusion_pass(handle, x, None)),
         ("frozen TorchScript copy", lambda: _frozen(handle, x)),
     ]
-    if bf16_pays():  # the approximate occlusion's default only there
+    if bf16_pays(x.device):  # the approximate occlusion's default only there
         steps.insert(2, ("occlusion engine, bfloat16 pass", lambda: _occlusion_pass(handle, x, torch.bfloat16)))
     for i, (name, run) in enumerate(steps):
         e.step = name
@@ -180,5 +182,7 @@ def _occlusion_pass(handle: ModelHandle, x: torch.Tensor, delta_dtype: torch.dty
 
 def _frozen(handle: ModelHandle, x: torch.Tensor) -> None:
     net = frozen_copy(handle, x.expand(_LIME_BATCH, -1, -1, -1))
+    if x.device.type != "cpu":
+        return  # no frozen copy off the CPU (copies.frozen_copy): the eager folded copy needs no first run
     with torch.inference_mode():
         net(x.expand(_LIME_BATCH, -1, -1, -1).contiguous(memory_format=torch.channels_last))

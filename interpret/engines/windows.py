@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
+from interpret.core.tensors import to_numpy
+
 BASELINES = ("zero", "mean", "blur")
 
 
@@ -106,4 +108,4 @@ def aggregate(grid: WindowGrid, drops: np.ndarray) -> np.ndarray:
     # follow (coarse-to-fine occlusion aggregates between its levels) by ~40 % on 2 cores
     total = (torch.from_numpy(r.T) @ torch.from_numpy(np.asarray(drops, dtype=np.float64)) @ torch.from_numpy(c))
     count = np.outer(r.sum(axis=0), c.sum(axis=0))
-    return (total.numpy() / count).astype(np.float32)
+    return (to_numpy(total) / count).astype(np.float32)

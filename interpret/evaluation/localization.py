@@ -19,6 +19,7 @@ import torch
 from models.classroom import WEIGHTS_DIR, format_accuracy, generate, load
 
 from interpret.attribution.registry import METHODS, explain
+from interpret.core.tensors import device_of, to_numpy
 from interpret.evaluation.metrics import energy_in_mask, pointing_game
 
 # The shipped result lives beside the classroom weights it was measured on; this evaluation runs on the
@@ -52,10 +53,10 @@ def evaluate(handle, ds, methods: list[str], params: dict[str, dict] | None = No
     and (over images carrying the cue) how often the maximum is on the cue. ``target``: explain the "true" class
     or the model's "predicted" one."""
     params = {**FAST_PARAMS, **(params or {})}
-    x01 = torch.from_numpy(ds.images).permute(0, 3, 1, 2).float() / 255
+    x01 = torch.from_numpy(ds.images).permute(0, 3, 1, 2).to(device_of(handle)).float() / 255
     xs = handle.preprocess.normalize(x01)
     with torch.no_grad():
-        pred = handle.net(xs).argmax(1).numpy()
+        pred = to_numpy(handle.net(xs).argmax(1))
     acc = float((pred == ds.labels).mean())
     targets = ds.labels if target == "true" else pred
     rows = []

@@ -14,6 +14,8 @@ from skimage.metrics import structural_similarity
 from models.handle import ModelHandle
 
 from interpret.core.errors import InputError
+from interpret.core.memory import run_chunks
+from interpret.core.tensors import cpu64, on_device
 from interpret.engines.windows import baseline_image
 
 
@@ -51,32 +53,36 @@ def deletion_insertion(handle: ModelHandle, x: torch.Tensor, target: int, attr_m
     ``target``. A faithful map gives a low deletion AUC and a high insertion AUC. ``baseline`` as in occlusion:
     "blur" (RISE's choice for insertion), "zero" (zero in normalized space), "mean", or a number.
     """
-    x = x.detach().float()
+    x = on_device(handle, x.detach()).float()
     _, _, h, w = x.shape
     if np.shape(attr_map) != (h, w):
         raise InputError(f"map shape {np.shape(attr_map)} does not match the input {(h, w)}")
     base = baseline_image(x, baseline, blur_sigma)
-    order = torch.from_numpy(pixel_order(attr_map))
+    order = torch.from_numpy(pixel_order(attr_map)).to(x.device)
     fractions = np.linspace(0.0, 1.0, steps + 1)
     counts = np.rint(fractions * h * w).astype(int)
     # rank[p] = position of pixel p in the order; pixel p is "changed" at step k iff rank[p] < counts[k].
-    rank = torch.empty(h * w, dtype=torch.long)
-    rank[order] = torch.arange(h * w)
+    rank = torch.empty(h * w, dtype=torch.long, device=x.device)
+    rank[order] = torch.arange(h * w, device=x.device)
     rank = rank.view(1, 1, h, w)
 
     jobs = [(kind, int(c)) for kind in ("deletion", "insertion") for c in counts]
     scores = np.empty(len(jobs), dtype=np.float64)
-    for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start:start + batch_size]
+
+    def step(start: int, stop: int) -> None:
+        chunk = jobs[start:stop]
         changed = torch.cat([rank < c for _, c in chunk]).to(x.dtype)  # (B, 1, H, W)
-        deleting = torch.tensor([k == "deletion" for k, _ in chunk]).view(-1, 1, 1, 1)
+        deleting = torch.tensor([k == "deletion" for k, _ in chunk], device=x.device).view(-1, 1, 1, 1)
         keep_x = torch.where(deleting, 1 - changed, changed)  # weight of the original image
         batch = keep_x * x + (1 - keep_x) * base
         with handle.lock, torch.inference_mode():
             probs = torch.softmax(handle.net(batch).float(), dim=1)[:, target]
-        scores[start:start + len(chunk)] = probs.double().numpy()
+        scores[start:stop] = cpu64(probs).numpy()
         if progress is not None:
-            progress(min(start + len(chunk), len(jobs)) / len(jobs))
+            progress(stop / len(jobs))
+
+    run_chunks(len(jobs), batch_size, step, device=x.device, what="deletion/insertion curves",
+               hint="fewer steps, a smaller batch size or the CPU")
     n = len(counts)
     dele, ins = scores[:n], scores[n:]
     return DeletionInsertion(fractions, dele, ins, auc(fractions, dele), auc(fractions, ins),

@@ -47,6 +47,7 @@ from models.handle import ModelHandle
 from interpret.attribution.registry import explain
 from interpret.core.errors import InputError
 from interpret.core.result import Attribution
+from interpret.core.tensors import on_device, wide
 from interpret.evaluation.metrics import spearman, ssim
 
 MethodLike = str | Callable[..., Attribution]
@@ -99,7 +100,7 @@ def execution_order(net: nn.Module, x: torch.Tensor) -> dict[str, int]:
                 handles.append(m.register_forward_pre_hook(
                     lambda mod, inp, name=name: _record(order, name)))
         with torch.no_grad():
-            net(x)
+            net(on_device(net, x))
     finally:
         for h in handles:
             h.remove()
@@ -132,15 +133,19 @@ def _randomize_one(m: nn.Module, gen: torch.Generator) -> None:
     weight = getattr(m, "weight", None)
     fan_in = weight[0].numel() if isinstance(weight, torch.Tensor) and weight.dim() >= 2 else None
     for name, p in m.named_parameters(recurse=False):
+        # drawn on the CPU (``gen`` is a CPU generator) and copied to the parameter's device: the randomised
+        # network is the same on every device for a seed
+        q = torch.empty(p.shape, dtype=p.dtype)
         if p.dim() >= 2:
-            nn.init.kaiming_uniform_(p, a=0.0, nonlinearity="relu", generator=gen)
+            nn.init.kaiming_uniform_(q, a=0.0, nonlinearity="relu", generator=gen)
         elif fan_in is not None:
             b = 1 / math.sqrt(fan_in)
-            p.uniform_(-b, b, generator=gen)
+            q.uniform_(-b, b, generator=gen)
         elif name == "weight":
-            p.uniform_(0.0, 1.0, generator=gen)
+            q.uniform_(0.0, 1.0, generator=gen)
         else:
-            p.uniform_(-0.5, 0.5, generator=gen)
+            q.uniform_(-0.5, 0.5, generator=gen)
+        p.copy_(q)
 
 
 def randomize_(module: nn.Module, gen: torch.Generator) -> None:
@@ -174,7 +179,7 @@ def recalibrate_(net: nn.Module, x: torch.Tensor, norms: list[nn.Module]) -> Non
         if id(m) in done:  # a module called twice: its statistics come from the first call
             return
         done.add(id(m))
-        z = inputs[0].detach().to(torch.float64).transpose(0, 1).reshape(inputs[0].shape[1], -1)
+        z = wide(inputs[0]).transpose(0, 1).reshape(inputs[0].shape[1], -1)
         if z.shape[1] < 2:
             m.reset_running_stats()
             return
@@ -186,7 +191,7 @@ def recalibrate_(net: nn.Module, x: torch.Tensor, norms: list[nn.Module]) -> Non
     handles = [m.register_forward_pre_hook(pre) for m in targets.values()]
     try:
         with torch.no_grad():
-            net(x.detach())
+            net(on_device(net, x.detach()))
     finally:
         for h in handles:
             h.remove()
@@ -265,8 +270,9 @@ def cascading_randomization(handle: ModelHandle, x: torch.Tensor, target: int, m
     t0 = time.perf_counter()
     target = int(target)
     method_params = method_params or {}
+    x = on_device(handle, x)
     with handle.lock:
-        net = copy.deepcopy(handle.net).eval()
+        net = copy.deepcopy(handle.net).eval()  # on the handle's device, like the network it copies
     modules = dict(net.named_modules())
     layers = list(layers) if layers is not None else default_blocks(net)
     bad = [n for n in layers if n not in modules or not n]

@@ -16,6 +16,7 @@ from PIL import Image
 
 from interpret.core.errors import InputError
 from interpret.core.layers import capture
+from interpret.core.tensors import on_device, to_numpy
 from interpret.units.receptive_field import rf_table, unit_box as _box
 
 
@@ -67,6 +68,7 @@ def layer_activations(handle, image: Image.Image | torch.Tensor, layer: str, cal
     x = image if isinstance(image, torch.Tensor) else handle.input_tensor(image)
     if x.dim() == 3:
         x = x.unsqueeze(0)
+    x = on_device(handle, x)
     with capture(handle, layer, call_index) as cap:
         cap.run(x)
     o = cap.output[0].float()
@@ -75,7 +77,7 @@ def layer_activations(handle, image: Image.Image | torch.Tensor, layer: str, cal
     elif o.dim() != 3:
         raise InputError(f"layer {layer!r} output has shape {tuple(o.shape)}; expected (C, h, w) or (C,)")
     n = cap.n_calls
-    return ActivationMaps(layer, o.cpu().numpy(), call_index % n, n, (int(x.shape[2]), int(x.shape[3])),
+    return ActivationMaps(layer, to_numpy(o), call_index % n, n, (int(x.shape[2]), int(x.shape[3])),
                           time.perf_counter() - t0, {"layer": layer, "call_index": call_index})
 
 

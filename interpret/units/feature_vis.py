@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from interpret.core.errors import InputError
 from interpret.core.layers import capture, get_module
+from interpret.core.tensors import device_of, to_numpy
 from models.handle import label_index
 
 # Square root of ImageNet's RGB colour correlation (columns: decorrelated components), the constant used by
@@ -100,19 +101,22 @@ class FeatureVis:
 
 
 class _Image:
-    """Parameterisation: parameters → image in [0, 1] (sigmoid of pixels or of an inverse FFT)."""
+    """Parameterisation: parameters → image in [0, 1] (sigmoid of pixels or of an inverse FFT). The starting
+    parameters are drawn on the CPU by the seeded generator and moved to ``device`` (same start on every device)."""
 
-    def __init__(self, s: Settings, size: int, gen: torch.Generator) -> None:
+    def __init__(self, s: Settings, size: int, gen: torch.Generator,
+                 device: torch.device | str = "cpu") -> None:
         self.s, self.h, self.w = s, size, size
+        self.color = _COLOR.to(device)
         if s.param == "pixel":
-            self.p = (torch.randn(1, 3, size, size, generator=gen) * 0.01).requires_grad_(True)
+            self.p = (torch.randn(1, 3, size, size, generator=gen) * 0.01).to(device).requires_grad_(True)
         elif s.param == "fourier":
             fy = torch.fft.fftfreq(size)[:, None]
             fx = torch.fft.rfftfreq(size)[None, :]
             freq = torch.sqrt(fx ** 2 + fy ** 2)
-            self.freq = freq
-            self.scale = (1.0 / torch.clamp(freq, min=1.0 / size) ** s.decay_power)[None, None, :, :, None]
-            self.p = (torch.randn(1, 3, size, size // 2 + 1, 2, generator=gen) * 0.01).requires_grad_(True)
+            self.freq = freq.to(device)
+            self.scale = (1.0 / torch.clamp(freq, min=1.0 / size) ** s.decay_power)[None, None, :, :, None].to(device)
+            self.p = (torch.randn(1, 3, size, size // 2 + 1, 2, generator=gen) * 0.01).to(device).requires_grad_(True)
         else:
             raise InputError(f"unknown parameterisation {s.param!r}; use 'fourier' or 'pixel'")
 
@@ -125,7 +129,7 @@ class _Image:
     def __call__(self) -> torch.Tensor:
         x = self.raw()
         if self.s.decorrelate:
-            x = torch.einsum("nchw,dc->ndhw", x, _COLOR)
+            x = torch.einsum("nchw,dc->ndhw", x, self.color)
         return torch.sigmoid(x)
 
     @torch.no_grad()
@@ -152,7 +156,7 @@ def _transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torch.Tens
     tx = 2 * round(s.jitter * (2 * float(r[2]) - 1)) / w
     ty = 2 * round(s.jitter * (2 * float(r[3]) - 1)) / h
     c, si = math.cos(ang) / sc, math.sin(ang) / sc
-    theta = torch.tensor([[[c, -si, tx], [si, c, ty]]], dtype=x.dtype)
+    theta = torch.tensor([[[c, -si, tx], [si, c, ty]]], dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
@@ -180,7 +184,7 @@ def synthesize(handle, objective: Objective, settings: Settings | None = None,
     net, pre = handle.net, handle.preprocess
     size = int(s.size or handle.input_size[0])
     gen = torch.Generator().manual_seed(int(s.seed))
-    img = _Image(s, size, gen)
+    img = _Image(s, size, gen, device_of(handle))
     opt = torch.optim.Adam([img.p], lr=s.lr)
     if objective.kind == "logit":
         cls = label_index(handle, objective.target)
@@ -219,7 +223,7 @@ def synthesize(handle, objective: Objective, settings: Settings | None = None,
 
     def snapshot() -> np.ndarray:
         with torch.no_grad():
-            return img()[0].permute(1, 2, 0).numpy().astype(np.float32)
+            return to_numpy(img()[0].permute(1, 2, 0)).astype(np.float32)
 
     for step in range(1, s.steps + 1):
         x01 = img()

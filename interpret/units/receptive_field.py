@@ -38,6 +38,7 @@ from interpret.core.errors import InputError, NotDefined
 from interpret.core.fx_trace import confined_trace
 from interpret.core.hooks import hooked
 from interpret.core.layers import capture, pick_call
+from interpret.core.tensors import device_of, on_device, to_numpy
 
 Pair = tuple[int, int]
 
@@ -265,10 +266,10 @@ def _shape_prop(gm: fx.GraphModule, input_size: Pair, lock) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         fm = FakeTensorMode(allow_non_fake_inputs=True)
-        ShapeProp(gm, fake_mode=fm).propagate(fm.from_tensor(torch.zeros(1, 3, *input_size)))
+        ShapeProp(gm, fake_mode=fm).propagate(fm.from_tensor(torch.zeros(1, 3, *input_size, device=device_of(gm))))
     except Exception:  # pragma: no cover - older torch or an op without a fake kernel: real forward
         with lock, torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(1, 3, *input_size))
+            ShapeProp(gm).propagate(torch.zeros(1, 3, *input_size, device=device_of(gm)))
 
 
 def _fx_table(net: nn.Module, input_size: Pair, lock) -> RFTable:
@@ -391,7 +392,7 @@ def _traced_table(net: nn.Module, input_size: Pair, lock) -> RFTable:
 
     def run(fake: bool) -> tuple[list, str]:
         records: list[tuple[str, nn.Module, _Geo, tuple[int, ...], tuple[int, ...]]] = []
-        x = torch.zeros(1, 3, *input_size)
+        x = torch.zeros(1, 3, *input_size, device=device_of(net))
         fm = FakeTensorMode(allow_non_fake_inputs=True) if fake else None
         if fm is not None:
             x = fm.from_tensor(x)
@@ -499,13 +500,14 @@ def gradient_footprint(handle, layer: str, channel: int, unit: tuple[int, int], 
     subset of the analytic field (dead units, max-pool routing); on a linearised copy (``linearized_copy``)
     its bounding box equals the analytic box.
     """
-    x = x.detach().clone().requires_grad_(True)
+    x = on_device(handle, x.detach()).clone()
     if x.dim() == 3:
         x = x.unsqueeze(0)
+    x.requires_grad_(True)
     with capture(handle, layer, call_index, grad=True) as cap:
         cap.run(x)
         (g,) = torch.autograd.grad(cap.output[0, channel, unit[0], unit[1]], x)
-    return (g[0].abs().sum(0) != 0).numpy()
+    return to_numpy(g[0].abs().sum(0) != 0)
 
 
 def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:

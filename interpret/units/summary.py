@@ -8,6 +8,7 @@ import torch
 from models.handle import ModelHandle
 
 from interpret.core.hooks import hooked
+from interpret.core.tensors import device_of
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def model_summary(handle: ModelHandle) -> list[LayerRow]:
 
             hs.forward(m, rec)
         with torch.no_grad():
-            handle.net(torch.zeros(1, 3, h, w))
+            handle.net(torch.zeros(1, 3, h, w, device=device_of(handle)))
     return rows
 
 

@@ -30,6 +30,8 @@ import torch
 
 from interpret.core.errors import InputError
 from interpret.core.layers import capture, get_module
+from interpret.core.memory import run_chunks
+from interpret.core.tensors import device_of, to_numpy
 from interpret.units.receptive_field import RFRow, RFTable, rf_table
 from models.collections import iter_images
 
@@ -182,6 +184,8 @@ def scan(handle, images, layer: str, channels: Sequence[int] | None = None, k: i
     share = False
     chans: list[int] = []
     row = None
+    device = device_of(handle)
+    limit = max(1, int(batch_size))  # images per forward pass; lowered for good after an out-of-memory retry
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         # A negative call_index needs one whole pass to count the layer's calls; every later pass (and every pass
@@ -194,9 +198,11 @@ def scan(handle, images, layer: str, channels: Sequence[int] | None = None, k: i
             n_calls = cap.n_calls
         return a
 
-    def flush(batch: list[tuple[int, str, np.ndarray]]) -> None:
+    def candidates(batch: list[tuple[int, str, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, int]:
+        """(values, flat positions) of the best cells per image and channel (B, C', m) as CPU numpy, and the
+        map width; sets up the channels, heaps and field geometry on the first batch."""
         nonlocal ch_idx, chans, row, share
-        u8 = torch.from_numpy(np.stack([b[2] for b in batch])).permute(0, 3, 1, 2).contiguous()
+        u8 = torch.from_numpy(np.stack([b[2] for b in batch])).permute(0, 3, 1, 2).to(device).contiguous()
         x = pre.normalize(u8.float() / 255.0)  # contiguous NCHW, as ModelHandle.input_tensor gives
         a = forward(x)
         if a.dim() != 4:
@@ -206,7 +212,7 @@ def scan(handle, images, layer: str, channels: Sequence[int] | None = None, k: i
             bad = [c for c in chans if not 0 <= c < a.shape[1]]
             if bad:
                 raise InputError(f"channels {bad} out of range 0..{a.shape[1] - 1}")
-            ch_idx = torch.tensor(chans, dtype=torch.long)
+            ch_idx = torch.tensor(chans, dtype=torch.long, device=device)
             if table is not None:
                 row = table.row(layer, call_index % n_calls)
             else:
@@ -220,7 +226,20 @@ def scan(handle, images, layer: str, channels: Sequence[int] | None = None, k: i
         w = a.shape[3]
         sel = a if len(chans) == a.shape[1] and chans == list(range(a.shape[1])) else a.index_select(1, ch_idx)
         vals, pos = _candidates(sel.float(), per_image)  # (B, C', m)
-        vals_np, pos_np = vals.numpy(), pos.numpy()
+        return to_numpy(vals), to_numpy(pos), int(w)
+
+    def flush(batch: list[tuple[int, str, np.ndarray]]) -> None:
+        nonlocal limit
+        parts: list[tuple[np.ndarray, np.ndarray, int]] = []
+        asked = min(limit, len(batch))
+        used = run_chunks(len(batch), asked, lambda s, e: parts.append(candidates(batch[s:e])),
+                          device=device, what=f"the top-patch scan of {layer}",
+                          hint="a smaller batch size, fewer channels or the CPU")
+        if used < asked:  # it ran out of memory: keep the smaller batch for the rest of the scan
+            limit = used
+        vals_np = np.concatenate([p[0] for p in parts])
+        pos_np = np.concatenate([p[1] for p in parts])
+        w = parts[0][2]
         # Entries that cannot enter a full heap are dropped in bulk; the rest go through heapq one by one.
         thresh = np.array([heaps[c][0][0] if len(heaps[c]) >= k else -np.inf for c in chans], dtype=np.float64)
         for b, ci, mi in zip(*np.nonzero(vals_np >= thresh[None, :, None])):

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from ..device import module_device
 from . import dataset as D
 from .net import ClassroomNet
 
@@ -72,13 +73,17 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(net: nn.Module, x01: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
              batch: int = 256) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``net`` in eval mode on [0, 1] images."""
+    """(mean cross-entropy, accuracy) of ``net`` in eval mode on [0, 1] images, computed on the net's device (the
+    images move batch by batch; training itself stays on the CPU so the shipped weights are reproducible)."""
     net.eval()
+    dev = module_device(net)
+    mean, std = mean.to(dev), std.to(dev)
     loss, correct = 0.0, 0
     for i in range(0, len(y), batch):
-        logits = net((x01[i:i + batch] - mean) / std)
-        loss += float(nn.functional.cross_entropy(logits, y[i:i + batch], reduction="sum"))
-        correct += int((logits.argmax(1) == y[i:i + batch]).sum())
+        xb, yb = x01[i:i + batch].to(dev), y[i:i + batch].to(dev)
+        logits = net((xb - mean) / std)
+        loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
     return loss / len(y), correct / len(y)
 
 

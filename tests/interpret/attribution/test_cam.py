@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
-from conftest import make_handle, rel_err
+from conftest import handle_on, make_handle, rel_err
 from interpret.attribution import cam as C
 from interpret.attribution.guided_backprop import guided_backprop
 from interpret.core.layers import get_module
@@ -61,8 +61,9 @@ def test_cam_identities_tiny():
     assert rel_err(c.extra["raw"], expected) <= TOL
 
 
-def test_cam_identities_resnet18(resnet18_handle, photos):
-    c, g = _check_cam_identities(resnet18_handle, resnet18_handle.input_tensor(photos["chelsea"]), 281)
+def test_cam_identities_resnet18(resnet18_handle, photos, device):
+    h = handle_on(resnet18_handle, device)
+    c, g = _check_cam_identities(h, h.input_tensor(photos["chelsea"]), 281)
     assert c.extra["layer"] == "layer4" and g.params["layer"] == "layer4"
 
 
@@ -99,10 +100,10 @@ def test_cam_not_defined(arch, make_zoo_handle, vgg16_handle):
 
 @pytest.mark.parametrize("arch,layer", [("resnet18_handle", None), ("resnet18_handle", "layer3.0.conv1"),
                                         ("vgg16_handle", None), ("vgg16_handle", "features.28")])
-def test_gradcam_agrees_with_captum(arch, layer, request, photos):
-    """Raw map (before ReLU) and the upsampled ReLU map vs captum's LayerGradCam — also at an in-place ReLU
-    (VGG16's default layer features.29) and at a conv followed by an in-place ReLU (features.28)."""
-    h = request.getfixturevalue(arch)
+def test_gradcam_agrees_with_captum(arch, layer, request, photos, device):
+    """Raw map (before ReLU) and the upsampled ReLU map vs captum's LayerGradCam (on the same device) — also at
+    an in-place ReLU (VGG16's default layer features.29) and at a conv followed by an in-place ReLU (features.28)."""
+    h = handle_on(request.getfixturevalue(arch), device)
     x = h.input_tensor(photos["coffee"])
     ours = C.gradcam(h, x, 967, layer=layer)
     name = ours.params["layer"]
@@ -115,8 +116,8 @@ def test_gradcam_agrees_with_captum(arch, layer, request, photos):
 
 
 @pytest.mark.slow
-def test_gradcam_default_model_agrees_with_captum(default_handle, photos):
-    h = default_handle
+def test_gradcam_default_model_agrees_with_captum(default_handle, photos, device):
+    h = handle_on(default_handle, device)
     x = h.input_tensor(photos["chelsea"])
     ours = C.gradcam(h, x, 281)
     raw = LayerGradCam(h.net, h.net._act_head).attribute(x.clone(), target=281, relu_attributions=False)
@@ -140,8 +141,8 @@ def test_gradcam_pp_closed_form_on_gap_fc():
     assert rel_err(res.extra["raw"], (expected[:, None, None] * a).sum(0)) <= 1e-5
 
 
-def test_guided_gradcam_is_the_product(resnet18_handle, photos):
-    h = resnet18_handle
+def test_guided_gradcam_is_the_product(resnet18_handle, photos, device):
+    h = handle_on(resnet18_handle, device)
     x = h.input_tensor(photos["rocket"])
     res = C.guided_gradcam(h, x, 5, layer="layer3")
     gcam = C.gradcam(h, x, 5, layer="layer3").map

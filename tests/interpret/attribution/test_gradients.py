@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from captum.attr import Deconvolution, GuidedBackprop, InputXGradient, IntegratedGradients, Saliency
 from torch import nn
 
-from conftest import assert_same_state, make_handle, model_state, rel_err
+from conftest import assert_same_state, handle_on, make_handle, model_state, rel_err
 from interpret.attribution import guided_backprop as gb
 from interpret.attribution.integrated_gradients import integrated_gradients, make_baseline
 from interpret.attribution.registry import METHODS, explain
@@ -55,8 +55,9 @@ OURS = {"saliency": lambda h, x, t: saliency(h, x, t).map,
 
 @pytest.mark.parametrize("arch", ["resnet18_handle", "vgg16_handle"])
 @pytest.mark.parametrize("method", list(OURS))
-def test_agrees_with_captum_on_zoo(arch, method, request, photos):
-    h = request.getfixturevalue(arch)
+def test_agrees_with_captum_on_zoo(arch, method, request, photos, device):
+    """On each device, against captum run on the same device (the same float32 arithmetic as ours)."""
+    h = handle_on(request.getfixturevalue(arch), device)
     x = h.input_tensor(photos["chelsea"])
     ours = OURS[method](h, x, 281)
     theirs = _captum_maps(h.net, x, 281, method)
@@ -65,8 +66,8 @@ def test_agrees_with_captum_on_zoo(arch, method, request, photos):
 
 
 @pytest.mark.parametrize("arch", ["resnet18_handle", "vgg16_handle"])
-def test_integrated_gradients_agrees_with_captum(arch, request, photos):
-    h = request.getfixturevalue(arch)
+def test_integrated_gradients_agrees_with_captum(arch, request, photos, device):
+    h = handle_on(request.getfixturevalue(arch), device)
     x = h.input_tensor(photos["coffee"])
     baseline = "blur" if arch.startswith("resnet") else "black"
     ours = integrated_gradients(h, x, 967, steps=8, baseline=baseline, batch_size=8)
@@ -100,10 +101,10 @@ def _captum_friendly_lite(net):
 
 
 @pytest.mark.slow
-def test_default_model_agrees_with_captum(default_handle, photos):
+def test_default_model_agrees_with_captum(default_handle, photos, device):
     """Saliency / gradient / grad×input vs captum directly; guided backprop and deconvnet vs captum on a copy
     whose ReLU6 modules are visible to captum (captum ignores ReLU6, see the next test)."""
-    h = default_handle
+    h = handle_on(default_handle, device)
     x = h.input_tensor(photos["coffee"])
     target = 967  # espresso
     for method in ("saliency", "gradient", "grad_x_input"):
@@ -125,8 +126,8 @@ def test_captum_misses_relu6_on_default_model(default_handle, photos):
 
 
 @pytest.mark.slow
-def test_default_model_integrated_gradients_agrees_with_captum(default_handle, photos):
-    h = default_handle
+def test_default_model_integrated_gradients_agrees_with_captum(default_handle, photos, device):
+    h = handle_on(default_handle, device)
     x = h.input_tensor(photos["chelsea"])
     ours = integrated_gradients(h, x, 281, steps=4, baseline="black", batch_size=4)
     theirs = IntegratedGradients(h.net).attribute(x.clone(), baselines=make_baseline(h, x, "black"),
@@ -257,9 +258,10 @@ def test_rule_does_not_leak_to_other_threads():
 
 
 # ---------------------------------------------------------------- SmoothGrad, IG
-def test_smoothgrad_is_mean_of_gradients_at_the_same_noise():
+def test_smoothgrad_is_mean_of_gradients_at_the_same_noise(device):
+    """On each device against per-sample CPU gradients at the same noise (drawn on the CPU for every device)."""
     net = TinyNet("reused").eval()
-    h = make_handle(net, 16)
+    h = handle_on(make_handle(net, 16), device)
     x = torch.randn(1, 3, 16, 16)
     res = smoothgrad(h, x, 3, samples=7, noise=0.2, batch_size=3, seed=5)
     xs = noise_batch(x, 7, 0.2, 5)

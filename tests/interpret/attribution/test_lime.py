@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import assert_same_state, make_handle, model_state
+from conftest import assert_same_state, handle_on, make_handle, model_state
 from interpret.attribution.lime import lime_explain, make_segmenter
 from interpret.attribution.registry import explain
 
@@ -40,7 +40,8 @@ def textured(seed: int = 0) -> torch.Tensor:
     return torch.randn(1, 3, 32, 32, generator=g) * 0.8
 
 
-def test_top_superpixel_is_the_region(region):
+def test_top_superpixel_is_the_region(region, device):
+    region = handle_on(region, device)
     x = block_image()
     before = model_state(region.net)
     a = lime_explain(region, x, 0, segmentation="felzenszwalb", seg_params={"scale": 1.0, "sigma": 0.0, "min_size": 4},

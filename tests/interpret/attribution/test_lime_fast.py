@@ -16,7 +16,7 @@ from torch import nn  # noqa: E402
 
 from interpret.attribution.lime_fast import _kernel_weights, _ridge_coef, lime_fast, orthogonal_design  # noqa: E402
 from interpret.attribution.lime import lime_explain  # noqa: E402
-from tests.conftest import assert_same_state, make_handle, model_state  # noqa: E402
+from tests.conftest import assert_same_state, handle_on, make_handle, model_state  # noqa: E402
 from tests.roundoff import U32, U64, gamma, softmax_rounding  # noqa: E402
 
 SEG = {"segmentation": "slic", "seg_params": {"n_segments": 16, "compactness": 10.0}}
@@ -86,8 +86,10 @@ def _exact_fit(h, x, segments: np.ndarray, num_samples: int, seed: int):
     return coef.detach().numpy(), coef_bound + solver, float(r2), r2_bound
 
 
-def test_not_adaptive_equals_lime(setup):
+def test_not_adaptive_equals_lime(setup, device):
+    """On each device: both samplings within the float32 bound of the exact (CPU, float64) fit."""
     h, x = setup
+    h = handle_on(h, device)
     before = model_state(h.net)
     ours = lime_fast(h, x, 0, num_samples=300, seed=3, adaptive=False, hide_color=0.0, design="lime", **SEG)
     ref = lime_explain(h, x, 0, num_samples=300, seed=3, hide_color=0.0, **SEG)

@@ -11,7 +11,7 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from conftest import assert_same_state, make_handle, model_state, randomize_bn
+from conftest import assert_same_state, handle_on, make_handle, model_state, randomize_bn
 from interpret.attribution.registry import explain
 from interpret.attribution.occlusion import occlusion
 from interpret.engines.copies import fast_copy
@@ -72,25 +72,28 @@ def test_aggregate_equals_direct_loop():
 
 @pytest.mark.parametrize("baseline", ["zero", "mean", "blur"])
 @pytest.mark.parametrize("window,stride", [(7, 3), (5, 5), (20, 4)])
-def test_tiny_equals_captum(tiny, baseline, window, stride):
-    """captum's map, ours and ours on the BN-folded copy: each within the float32 rounding bound of the exact map."""
+def test_tiny_equals_captum(tiny, baseline, window, stride, device):
+    """captum's map, ours and ours on the BN-folded copy (ours on each device): each within the float32 rounding
+    bound of the exact (CPU, float64) map."""
     x = torch.randn(1, 3, 20, 20, generator=torch.Generator().manual_seed(2))
     ex = exact_occlusion(tiny.net, x, (0, 3), window, stride, baseline)
     for i, target in enumerate((0, 3)):
         want, bound = ex["map"][i], ex["map_bound"][i]
         assert_within(captum_map(tiny.net, x, target, window, stride, baseline), want, bound + ex["map_captum"][i])
         for fast in (False, True):
-            got = occlusion(tiny, x, target, window=window, stride=stride, baseline=baseline, engine="batched",
-                            fast=fast)
+            got = occlusion(handle_on(tiny, device), x, target, window=window, stride=stride, baseline=baseline,
+                            engine="batched", fast=fast)
             assert_within(got.map, want, bound)
 
 
-def test_resnet18_equals_captum(resnet18_handle):
-    """Random-weight resnet18 at 64² (residuals, BN, borders, stride 12 not dividing 64 − 15)."""
+def test_resnet18_equals_captum(resnet18_handle, device):
+    """Random-weight resnet18 at 64² (residuals, BN, borders, stride 12 not dividing 64 − 15); ours on each device,
+    captum and the bound on the CPU."""
     h = resnet18_handle
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     target = int(h.predict(x).argmax())
     ref = captum_map(h.net, x, target, 15, 12, "zero")
+    h = handle_on(h, device)
     before = model_state(h.net)
     # both sides are float32 evaluations of one definition: each within the bound of the exact map
     ex = exact_occlusion(h.net, x, (target,), 15, 12, dtype=torch.float32, probs=False)
@@ -102,14 +105,15 @@ def test_resnet18_equals_captum(resnet18_handle):
     assert_same_state(before, h.net)
 
 
-def test_vgg16_equals_captum(vgg16_handle):
+def test_vgg16_equals_captum(vgg16_handle, device):
     """Random-weight VGG16 at 64² (in-place ReLUs, max-pooling, a window and stride that do not divide 64)."""
     h = vgg16_handle
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     target = int(h.predict(x).argmax())
     ref = captum_map(h.net, x, target, 20, 14, "zero")
-    before = model_state(h.net)
     ex = exact_occlusion(h.net, x, (target,), 20, 14, dtype=torch.float32, probs=False)
+    h = handle_on(h, device)
+    before = model_state(h.net)
     exact = occlusion(h, x, target, window=20, stride=14, baseline="zero", engine="batched", fast=False, batch_size=16)
     # VGG's 25088-wide classifier makes the bound ~15 % of the largest drop (random weights): still far below a
     # misplaced or miscounted window
@@ -118,16 +122,17 @@ def test_vgg16_equals_captum(vgg16_handle):
 
 
 @pytest.mark.slow
-def test_default_model_equals_captum(default_handle, photos):
+def test_default_model_equals_captum(default_handle, photos, device):
     """The default model (real weights) on a real photo at 80² — its global pooling takes any input size."""
     h = default_handle
     x = h.input_tensor(photos["chelsea"])
     x = torch.nn.functional.interpolate(x, size=(80, 80), mode="bilinear", align_corners=False)
     target = int(h.predict(x).argmax())
     ref = captum_map(h.net, x, target, 15, 10, "zero")
-    before = model_state(h.net)
     ex = exact_occlusion(h.net, x, (target,), 15, 10, dtype=torch.float32, probs=False)
     tol = 2 * ex["map_bound"][0] + ex["map_captum"][0]
+    h = handle_on(h, device)
+    before = model_state(h.net)
     assert_within(occlusion(h, x, target, window=15, stride=10, engine="batched").map, ref, tol)
     assert_within(occlusion(h, x, target, window=15, stride=10, engine="batched", fast=True).map, ref, tol)
     assert_same_state(before, h.net)

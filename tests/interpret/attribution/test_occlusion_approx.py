@@ -11,7 +11,7 @@ from torch import nn
 from interpret.attribution.occlusion_approx import (_fill, _local_spread, _stages, _upper_bound, approx_occlusion,
                                                     coarse_occlusion)
 from interpret.evaluation.approximation import quality
-from tests.conftest import assert_same_state, make_handle, model_state
+from tests.conftest import assert_same_state, handle_on, make_handle, model_state
 from tests.occlusion_oracle import assert_within, exact_occlusion
 
 
@@ -64,20 +64,21 @@ def test_fill_is_exact_on_planes_and_spread_sees_the_nearest_ring():
     assert up[0, 1] == 2 * 4.0 - 1.0 and up[3, 3] == 100.0 and np.isinf(up[2, 0])
 
 
-def test_exact_setting_equals_captum(tiny):
+def test_exact_setting_equals_captum(tiny, device):
     x = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
-    before = model_state(tiny.net)
-    res = approx_occlusion(tiny, x, 1, window=7, stride=3, tolerance=0.0, low_precision=False)
+    on = handle_on(tiny, device)
+    before = model_state(on.net)
+    res = approx_occlusion(on, x, 1, window=7, stride=3, tolerance=0.0, low_precision=False)
     assert res.extra["fraction"] == 1.0
     ex = exact_occlusion(tiny.net, x, (1,), 7, 3, probs=False)  # float64 oracle and float32 rounding bounds
     assert_within(_captum(tiny, x, 1, 7, 3), ex["map"][0], ex["map_bound"][0] + ex["map_captum"][0])
     assert_within(res.map, ex["map"][0], ex["map_bound"][0])
-    assert_same_state(before, tiny.net)
+    assert_same_state(before, on.net)
 
 
-def test_progressive_maps_end_at_the_exact_map(tiny):
+def test_progressive_maps_end_at_the_exact_map(tiny, device):
     x = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(2))
-    maps = list(coarse_occlusion(tiny, x, 0, window=5, stride=3, coarse_step=4))
+    maps = list(coarse_occlusion(handle_on(tiny, device), x, 0, window=5, stride=3, coarse_step=4))
     assert len(maps) == 3 and [m.extra["level"] for m in maps] == [0, 1, 2]
     assert [m.extra["final"] for m in maps] == [False, False, True]
     evaluated = [m.extra["evaluated"] for m in maps]

@@ -16,7 +16,8 @@ from torch import nn
 from interpret.attribution.occlusion import occlusion, occlusion_incremental
 from interpret.engines.incremental import IncrementalOcclusion
 from interpret.engines.windows import aggregate, window_grid
-from tests.conftest import assert_same_state, make_handle, model_state, randomize_bn, rel_err, zoo_handle
+from tests.conftest import (assert_same_state, handle_on, make_handle, model_state, randomize_bn, rel_err,
+                            zoo_handle)
 from tests.occlusion_oracle import assert_within, exact_occlusion
 from tests.roundoff import U32, U64
 
@@ -93,10 +94,12 @@ def _ours64(handle, x, target, window, stride, **kw):
     (Residual, 21, 4, 3),
     (Mixed, 27, 7, 5),
 ])
-def test_hand_made_nets_equal_captum_float64(make, size, window, stride):
+def test_hand_made_nets_equal_captum_float64(make, size, window, stride, device):
+    if device.type == "mps":
+        pytest.skip("Apple MPS has no float64")
     torch.manual_seed(0)
     net = randomize_bn(make()).eval()
-    h = make_handle(net, size)
+    h = handle_on(make_handle(net, size), device)
     x = torch.randn(1, 3, size, size, dtype=torch.float64)
     ref = _captum(copy.deepcopy(net).double(), x, 1, window, stride)
     # float64 arithmetic on batch norm folded in float32: the bound of exactly that (tests/roundoff.py)
@@ -137,7 +140,7 @@ def _well_conditioned(net: nn.Module) -> nn.Module:
     ("resnet18", 48, 11, 6), ("vgg11", 32, 7, 5),
     pytest.param("mobilenet_v2", 40, 9, 7, marks=pytest.mark.slow),
     pytest.param("efficientnet_lite0", 40, 9, 7, marks=pytest.mark.slow)])
-def test_architectures_equal_captum(arch, size, window, stride):
+def test_architectures_equal_captum(arch, size, window, stride, device):
     """float32, as used (float64 depthwise convolutions are very slow on CPU): ours and captum's within the float32
     rounding bound of the exact map, each (computed in float32, tests/roundoff.py)."""
     if arch == "efficientnet_lite0":
@@ -155,14 +158,16 @@ def test_architectures_equal_captum(arch, size, window, stride):
     # VGG's 25088-term classifier makes the order-free bound ~10⁴ × the real error there (~20 % of the largest
     # drop): still far below a misplaced window or a dropped change
     room = 0.25 if arch.startswith("vgg") else 0.05
-    assert_within(_ours64(h, x, 7, window, stride), ref, 2 * ex["map_bound"][0] + ex["map_captum"][0], room)
+    assert_within(_ours64(handle_on(h, device), x, 7, window, stride), ref, 2 * ex["map_bound"][0] + ex["map_captum"][0],
+                  room)
 
 
-def test_resnet18_float32_equals_captum_and_occlusion():
+def test_resnet18_float32_equals_captum_and_occlusion(device):
     h = zoo_handle("resnet18", 64)
-    before = model_state(h.net)
+    on = handle_on(h, device)
+    before = model_state(on.net)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    ours = occlusion_incremental(h, x, 5, window=15, stride=8)
+    ours = occlusion_incremental(on, x, 5, window=15, stride=8)
     assert ours.extra["engine"] == "incremental"
     with torch.no_grad():
         ref = _captum(h.net, x, 5, 15, 8)
@@ -171,7 +176,7 @@ def test_resnet18_float32_equals_captum_and_occlusion():
     plain = occlusion(h, x, 5, window=15, stride=8, engine="batched")
     assert_within(ours.extra["prob_drop"], plain.extra["prob_drop"], 2 * ex["prob_bound"][0])
     assert ours.extra["logit_drops"].shape == plain.extra["logit_drops"].shape
-    assert_same_state(before, h.net)
+    assert_same_state(before, on.net)
 
 
 def test_low_precision_and_tau_are_close_but_not_exact():

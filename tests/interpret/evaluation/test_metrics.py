@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_handle
+from conftest import handle_on, make_handle
 from interpret.evaluation.metrics import (auc, deletion_insertion, energy_in_mask, pixel_order, pointing_game, spearman,
                                ssim)
 from interpret.engines.windows import baseline_image
@@ -30,9 +30,9 @@ def sig(z: float) -> float:
     return 1 / (1 + math.exp(-z))
 
 
-def test_deletion_insertion_by_hand():
+def test_deletion_insertion_by_hand(device):
     w = torch.tensor([[1.0, -1.0], [2.0, 0.5]])
-    h = make_handle(Linear2(w), size=2, n_classes=2)
+    h = handle_on(make_handle(Linear2(w), size=2, n_classes=2), device)
     x = torch.zeros(1, 3, 2, 2)
     x[0, 0] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     contrib = np.array([[1.0, -2.0], [6.0, 2.0]])  # W · x: the order is (1,0), (1,1), (0,0), (0,1)

@@ -3,12 +3,14 @@ gradient maps, the shared model is untouched, a ReLU6 + batch-norm network stays
 without a ranking is reported as degenerate, not as ρ = 0."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import assert_same_state, make_handle, model_state
+from conftest import assert_same_state, handle_on, make_handle, model_state
 from interpret.core.hooks import count_hooks
 from interpret.evaluation.sanity import (SanityResult, cascading_randomization, default_blocks, execution_order, randomize_,
                                         recalibrate_)
@@ -43,7 +45,8 @@ def test_blocks_and_order(small):
     assert count_hooks(small.net) == 0
 
 
-def test_cascade_on_a_copy(small):
+def test_cascade_on_a_copy(small, device):
+    small = handle_on(small, device)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     before = model_state(small.net)
     seen: list[float] = []
@@ -67,15 +70,29 @@ def test_layers_are_sorted_top_first_and_validated(small):
         cascading_randomization(small, x, 0, ["saliency"], layers=["nope"])
 
 
-def test_callable_method_and_determinism(small):
-    """Any function with the method contract works; the same seed randomises identically."""
+def test_callable_method_and_determinism(small, device):
+    """Any function with the method contract works; the same seed randomises identically — on every device the
+    same random weights (drawn on the CPU), so the maps agree with the CPU's to float32 rounding."""
     from interpret.attribution.gradients import saliency
 
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    a = cascading_randomization(small, x, 1, [saliency], layers=["fc", "blocks.1"], seed=5)
-    b = cascading_randomization(small, x, 1, ["saliency"], layers=["fc", "blocks.1"], seed=5)
+    on = handle_on(small, device)
+    a = cascading_randomization(on, x, 1, [saliency], layers=["fc", "blocks.1"], seed=5)
+    b = cascading_randomization(on, x, 1, ["saliency"], layers=["fc", "blocks.1"], seed=5)
     for u, v in zip(a.maps["saliency"], b.maps["saliency"]):
         np.testing.assert_array_equal(u, v)
+
+
+def test_randomisation_is_the_same_on_every_device(device):
+    """Random weights are drawn on the CPU from the seeded generator and copied: bit-identical on any device."""
+    torch.manual_seed(0)
+    a = SmallNet()
+    b = copy.deepcopy(a).to(device)
+    randomize_(a, torch.Generator().manual_seed(7))
+    randomize_(b, torch.Generator().manual_seed(7))
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert q.device.type == device.type
+        assert torch.equal(p, q.cpu()), n
 
 
 def test_randomize_changes_every_parameter():
@@ -170,13 +187,15 @@ def test_a_step_randomises_everything_above_its_block(lite):
     assert seen[1:] == [set(), {"fc"}, above]  # seen[0]: the shared model itself
 
 
-def test_recalibrated_norms_standardise_their_input():
+def test_recalibrated_norms_standardise_their_input(device):
     """After recalibrate_, each batch norm's running mean / variance is the float64 mean / biased variance of its
     input on x (stored in float32: one rounding, relative error ≤ 2⁻²⁴), so it normalises to unit variance."""
+    if device.type == "mps":
+        pytest.skip("the float64 oracle needs float64 on the device; MPS has none")
     torch.manual_seed(0)
-    net = LiteNet().eval()
+    net = LiteNet().eval().to(device)
     randomize_(net, torch.Generator().manual_seed(3))
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)).to(device)
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     recalibrate_(net, x, bns)
     seen = {}

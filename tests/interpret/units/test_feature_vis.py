@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import handle_on
 from interpret.units import feature_vis as fv
 from interpret.plots import units as UP
 from interpret.core.hooks import count_hooks
@@ -55,7 +56,18 @@ def test_objective_rises_on_default_model(default_model):
     _same_state(before, _state(default_model.net))
 
 
-def test_same_seed_same_image(tiny):
+def test_start_image_is_the_same_on_every_device(device):
+    """The parameters start from the CPU's seeded draw on every device (so a seed means one start image)."""
+    for param in ("pixel", "fourier"):
+        s = fv.Settings(param=param)
+        a = fv._Image(s, 32, torch.Generator().manual_seed(4))
+        b = fv._Image(s, 32, torch.Generator().manual_seed(4), device)
+        assert b.p.device.type == device.type
+        assert torch.equal(a.p.detach(), b.p.detach().cpu())
+
+
+def test_same_seed_same_image(tiny, device):
+    tiny = handle_on(tiny, device)
     obj = fv.unit_objective("3", 2)
     a = fv.synthesize(tiny, obj, steps=10, seed=3)
     b = fv.synthesize(tiny, obj, steps=10, seed=3)

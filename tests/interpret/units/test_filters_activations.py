@@ -9,6 +9,7 @@ from PIL import Image
 from skimage import data
 from torch import nn
 
+from conftest import handle_on
 from interpret.units import activations as A
 from interpret.units import filters as Fl
 from interpret.plots import units as UP
@@ -78,14 +79,16 @@ def test_deeper_and_depthwise_views():
     assert UP.depthwise_figure(Fl.depthwise_kernels(dw), dw).data
 
 
-def test_activations_equal_truncated_network(alexnet):
+def test_activations_equal_truncated_network(alexnet, device):
+    """On each device, against the truncated network (no hooks) on the same device."""
+    alexnet = handle_on(alexnet, device)
     img = Image.fromarray(data.chelsea())
     before = count_hooks(alexnet.net)
     acts = A.layer_activations(alexnet, img, "features.10")
     assert count_hooks(alexnet.net) == before
     x = alexnet.input_tensor(img)
     with torch.no_grad():
-        want = alexnet.net.features[:11](x)[0].numpy()  # truncated network, no hooks
+        want = alexnet.net.features[:11](x)[0].cpu().numpy()  # truncated network, no hooks
     assert acts.maps.shape == want.shape
     np.testing.assert_allclose(acts.maps, want, rtol=1e-5, atol=1e-6)
     st = acts.stats()

@@ -2,6 +2,8 @@
 empirical gradient footprint on linearised copies of small networks (chain, residual, dilated, branches)."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -172,13 +174,19 @@ def _units(h, w):
 
 
 @pytest.mark.parametrize("net_cls,dense", [(Chain, True), (Residual, True), (Dilated, False), (Branches, True)])
-def test_box_equals_gradient_footprint(net_cls, dense):
+def test_box_equals_gradient_footprint(net_cls, dense, device):
+    """The analytic boxes (also computed for a copy on the device: the same table) against the gradient
+    footprints of the linearised copy on the device."""
     torch.manual_seed(0)
     net = net_cls().eval()
     size = (37, 41)
     table = rf_table(net, size)
     assert table.method == "fake"
-    lin = linearized_copy(net)
+    if device.type != "cpu":
+        moved = rf_table(copy.deepcopy(net).to(device), size)
+        assert [(r.name, r.call, r.r, r.S, r.P, r.size) for r in moved.rows] == \
+            [(r.name, r.call, r.r, r.S, r.P, r.size) for r in table.rows]
+    lin = linearized_copy(net).to(device)
     before = count_hooks(lin)
     x = torch.rand(1, 3, *size)
     names = {n for n, _ in net.named_modules() if n}

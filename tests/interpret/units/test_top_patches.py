@@ -38,6 +38,9 @@ class Tiny(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+from conftest import handle_on  # noqa: E402
+
+
 def _handle(size: int) -> ModelHandle:
     torch.manual_seed(0)
     return ModelHandle(key="tiny", name="tiny", net=Tiny().eval(),
@@ -75,7 +78,7 @@ def brute_force(handle, photos, layer, channels, k, per_image, batch_size, call_
         with capture(handle, layer, call_index) as cap:
             cap.run(x)
         allacts.append(cap.output)
-    acts = torch.cat(allacts).numpy()  # (N, C, h, w)
+    acts = torch.cat(allacts).cpu().numpy()  # (N, C, h, w)
     table = rf_table(handle)
     out = {}
     for c in channels:
@@ -93,8 +96,9 @@ def brute_force(handle, photos, layer, channels, k, per_image, batch_size, call_
     ("conv2", 1, 4, 32), ("relu", 3, 5, 32), ("conv1", 2, 16, 32),
     ("conv2", 2, 4, 16),  # field ≥ ¼ image: whole images shared between entries instead of crops
 ])
-def test_streaming_equals_brute_force(layer, per_image, batch_size, size):
-    handle = _handle(size)
+def test_streaming_equals_brute_force(layer, per_image, batch_size, size, device):
+    """On each device against the brute force on the same device (the same batches: the same activations)."""
+    handle = handle_on(_handle(size), device)
     photos = _photos()
     channels = [0, 3, 5]
     before = count_hooks(handle.net)
