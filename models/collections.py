@@ -15,6 +15,8 @@ import functools
 import hashlib
 import io
 import os
+import re
+import tarfile
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -118,7 +120,7 @@ def from_zip(data: bytes, max_files: int = ZIP_MAX_FILES, max_file_bytes: int = 
     sizes are bounded both as declared and as actually read (zip bombs); images are decoded with
     ``models.images.decode_image``. Raises ImageError if ``data`` is not a zip archive."""
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(data if hasattr(data, "read") else io.BytesIO(data))  # bytes, or an open file
     except zipfile.BadZipFile as e:
         raise ImageError(f"not a zip archive: {e}") from None
     names, skipped, total = [], [], 0
@@ -169,6 +171,254 @@ def iter_images(images) -> Iterator[tuple[int, str, Image.Image]]:
             yield int(item[0]), str(item[1]), item[2]
         else:
             yield k, str(item[0]), item[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Collections named by a path, rebuilt on other machines (scans spread over workers)
+
+LIST_EXTENSIONS = (".txt", ".lst")
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection named by a path, small enough to send to a worker: a folder tree, a zip file, a list file of
+    image paths (one a line; relative paths are read from the list file's folder; blank and ``#`` lines
+    ignored) or a WebDataset-style tar shard set (``shard-{000..009}.tar``; members ``key.jpg`` / ``key.png``).
+
+    ``open()`` lists the whole collection (the driver does this once); ``loader()`` reads single images by the
+    names of that listing without listing anything, so a worker given a slice of the items opens only the
+    files (tar shards, images) that slice names."""
+
+    kind: str  # "folder" | "zip" | "list" | "tar"
+    location: str  # folder, zip or list file path (absolute), or the tar pattern with absolute folder
+    max_bytes: int = ZIP_MAX_FILE_BYTES
+
+    def open(self) -> ImageCollection:
+        """The full listing, in its fixed order, with this spec's loader."""
+        if self.kind == "folder":
+            col = from_folder(self.location, max_bytes=self.max_bytes)
+        elif self.kind == "zip":
+            col = _zip_listing(self.location, self.max_bytes)
+        elif self.kind == "list":
+            col = ImageCollection([(k, n) for k, n in enumerate(_list_names(self.location))], self.loader(),
+                                  self.location)
+        elif self.kind == "tar":
+            col = _tar_listing(self)
+        else:
+            raise CollectionError(f"unknown collection kind {self.kind!r}")
+        col.source = self.location
+        return col
+
+    def loader(self) -> Callable[[str], Image.Image]:
+        """name (as listed by ``open``) → validated RGB image; ImageError/OSError for a bad or missing file."""
+        if self.kind == "folder":
+            return _path_loader(Path(self.location), self.max_bytes, confine=True)
+        if self.kind == "list":
+            return _path_loader(Path(self.location).parent, self.max_bytes, confine=False)
+        if self.kind == "zip":
+            return _ZipReader(self.location, self.max_bytes)
+        if self.kind == "tar":
+            return _TarReader(os.path.dirname(self.location), self.max_bytes)
+        raise CollectionError(f"unknown collection kind {self.kind!r}")
+
+    def subset(self, items: Sequence[tuple[int, str]], source: str = "") -> ImageCollection:
+        """A collection of some of the listing's items (global indices kept), read with a fresh loader."""
+        return ImageCollection(list(items), self.loader(), source or self.location)
+
+
+def collection_spec(text: str | os.PathLike) -> CollectionSpec:
+    """The spec a user's COLLECTION argument names: a folder, a ``.zip``, a ``.txt``/``.lst`` list file, or a tar
+    shard set (a ``.tar`` path, possibly with ``{000..009}`` braces). CollectionError when it names nothing."""
+    text = os.fspath(text)
+    if ".tar" in text and ("{" in text or text.endswith(".tar")):
+        folder, pattern = os.path.split(text)
+        paths = [os.path.join(os.path.abspath(folder or "."), p) for p in expand_braces(pattern)]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise CollectionError(f"tar shard(s) not found: {', '.join(missing[:3])}"
+                                  + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+        return CollectionSpec("tar", os.path.join(os.path.abspath(folder or "."), pattern))
+    path = Path(text).resolve()
+    if path.is_dir():
+        return CollectionSpec("folder", str(path))
+    if not path.is_file():
+        raise CollectionError(f"no such folder or file: {text}")
+    if path.suffix.lower() == ".zip":
+        return CollectionSpec("zip", str(path))
+    if path.suffix.lower() in LIST_EXTENSIONS:
+        return CollectionSpec("list", str(path))
+    raise CollectionError(f"{text}: not a folder, .zip, list file ({', '.join(LIST_EXTENSIONS)}) or .tar shard set")
+
+
+def open_collection(text: str | os.PathLike) -> ImageCollection:
+    """``collection_spec(text).open()``."""
+    return collection_spec(text).open()
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """WebDataset brace patterns: ``a-{000..003}.tar`` → a-000.tar … a-003.tar (zero padding kept),
+    ``{a,b}.tar`` → a.tar, b.tar; several braces expand left to right."""
+    m = re.search(r"\{([^{}]*)\}", pattern)
+    if m is None:
+        return [pattern]
+    head, body, tail = pattern[:m.start()], m.group(1), pattern[m.end():]
+    r = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if r:
+        a, b = r.group(1), r.group(2)
+        width = len(a) if a.startswith("0") or len(a) == len(b) else 0
+        if int(b) < int(a):
+            raise CollectionError(f"empty range {{{body}}} in {pattern!r}")
+        choices = [str(v).zfill(width) for v in range(int(a), int(b) + 1)]
+    else:
+        choices = body.split(",")
+    return [x for c in choices for x in expand_braces(head + c + tail)]
+
+
+def fingerprint(spec: CollectionSpec, col: ImageCollection) -> str:
+    """A digest that changes when the listing or a listed file changes (names; sizes and modification times of
+    the image files, or of the zip / tar files holding them)."""
+    parts = [spec.kind, spec.location]
+    if spec.kind in ("folder", "list"):
+        base = Path(spec.location) if spec.kind == "folder" else Path(spec.location).parent
+        for _, n in col.items:
+            try:
+                st = (base / n).stat()
+                parts.append(f"{n}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append(f"{n}:missing")
+    else:
+        files = [spec.location] if spec.kind == "zip" else \
+            [os.path.join(os.path.dirname(spec.location), p) for p in expand_braces(os.path.basename(spec.location))]
+        for f in files:
+            st = os.stat(f)
+            parts.append(f"{f}:{st.st_size}:{st.st_mtime_ns}")
+        parts.extend(n for _, n in col.items)
+    return _digest(*parts)
+
+
+def _list_names(path: str) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CollectionError(f"cannot read the list file {path}: {e}") from None
+    names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if len(set(names)) != len(names):
+        raise CollectionError(f"the list file {path} names some images twice")
+    return names
+
+
+def _path_loader(base: Path, max_bytes: int, confine: bool) -> Callable[[str], Image.Image]:
+    root = base.resolve()
+
+    def load(name: str) -> Image.Image:
+        p = (root / name).resolve()
+        if confine and not p.is_relative_to(root):
+            raise ImageError("path leaves the collection folder")
+        if not _is_image_name(p.name):
+            raise ImageError("not an image file name")
+        if p.stat().st_size > max_bytes:
+            raise ImageError(f"file larger than {max_bytes} bytes")
+        return decode_image(p.read_bytes())
+
+    return load
+
+
+def _zip_listing(path: str, max_bytes: int) -> ImageCollection:
+    """from_zip's listing and checks, reading the archive from disk (members read one at a time)."""
+    try:
+        with open(path, "rb") as f:
+            col = from_zip(f, max_file_bytes=max_bytes)  # type: ignore[arg-type]
+    except ImageError as e:
+        raise CollectionError(f"{path}: {e}") from None
+    items, skipped = col.items, col.skipped
+    out = ImageCollection(items, _ZipReader(path, max_bytes), path)
+    out.skipped.extend(skipped)
+    return out
+
+
+class _ZipReader:
+    """Reads members of a zip file on disk by name, opening the archive on first use (per process)."""
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path, self.max_bytes = path, max_bytes
+        self._zf: zipfile.ZipFile | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"path": self.path, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"], state["max_bytes"])
+
+    def __call__(self, name: str) -> Image.Image:
+        with self._lock:
+            if self._zf is None:
+                self._zf = zipfile.ZipFile(self.path)
+            info = self._zf.getinfo(name)
+            if info.file_size > self.max_bytes:
+                raise ImageError(f"larger than {self.max_bytes} bytes")
+            with self._zf.open(info) as f:
+                raw = f.read(self.max_bytes + 1)
+        if len(raw) > self.max_bytes:
+            raise ImageError(f"larger than {self.max_bytes} bytes")
+        return decode_image(raw)
+
+
+def _tar_members(path: str) -> list[tarfile.TarInfo]:
+    try:
+        with tarfile.open(path, "r:") as tf:  # uncompressed only: members are read by offset
+            return tf.getmembers()
+    except tarfile.TarError as e:
+        raise CollectionError(f"{path}: not an uncompressed tar file: {e}") from None
+
+
+def _tar_listing(spec: CollectionSpec) -> ImageCollection:
+    folder, pattern = os.path.split(spec.location)
+    items, skipped = [], []
+    for shard in expand_braces(pattern):
+        for m in _tar_members(os.path.join(folder, shard)):
+            name = f"{shard}/{m.name}"
+            if not m.isfile():
+                continue
+            if m.name.startswith("/") or ".." in m.name.split("/") or not _is_image_name(m.name):
+                skipped.append((name, "not an image member"))
+                continue
+            items.append(name)
+    col = ImageCollection([(k, n) for k, n in enumerate(items)], spec.loader(), spec.location)
+    col.skipped.extend(skipped)
+    return col
+
+
+class _TarReader:
+    """Reads ``SHARD.tar/member`` names of a tar shard set: a shard's member index is read the first time one of
+    its members is asked for, so a worker touches only the tar files of its own items."""
+
+    def __init__(self, folder: str, max_bytes: int) -> None:
+        self.folder, self.max_bytes = folder, max_bytes
+        self._index: dict[str, dict[str, tuple[int, int]]] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        return {"folder": self.folder, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state):
+        self.__init__(state["folder"], state["max_bytes"])
+
+    def __call__(self, name: str) -> Image.Image:
+        shard, _, member = name.partition("/")
+        path = os.path.join(self.folder, shard)
+        with self._lock:
+            if shard not in self._index:
+                self._index[shard] = {m.name: (m.offset_data, m.size) for m in _tar_members(path) if m.isfile()}
+            where = self._index[shard].get(member)
+        if where is None:
+            raise ImageError(f"no member {member!r} in {shard}")
+        offset, size = where
+        if size > self.max_bytes:
+            raise ImageError(f"larger than {self.max_bytes} bytes")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return decode_image(f.read(size))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -102,3 +102,21 @@ def test_listings(capsys):
     assert "occlusion" in out and "lime" in out and "saliency" in out
     assert main(["list-models"]) == 0
     assert "efficientnet_lite0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cmd", [["explain", "{photo}", "--method", "saliency", "--out", "{out}.npy"],
+                                 ["top-patches", "scan", "--model", "efficientnet_lite0", "--layer", "_blocks.0",
+                                  "--folder", "{folder}", "--out", "{out}.npz"]])
+def test_device_option_refuses_an_unknown_device(cmd, photo, tmp_path, capsys):
+    """Every command that loads a model takes --device; a bad name is a plain error naming what exists."""
+    args = [a.format(photo=photo, out=tmp_path / "o", folder=photo.parent) for a in cmd]
+    assert main(args + ["--device", "warp-drive"]) == 2
+    err = capsys.readouterr().err
+    assert "warp-drive" in err and "available here: cpu" in err
+
+
+def test_device_option_runs_on_the_cpu(photo, tmp_path, default_handle):
+    out = tmp_path / "s.npy"
+    assert main(["explain", str(photo), "--method", "saliency", "--out", str(out), "--device", "cpu",
+                 "--quiet"]) == 0
+    assert out.exists()
