@@ -9,10 +9,11 @@ from interpret.units.activations import unit_box
 from interpret.plots.units import activation_grid_figure, channel_map_figure, grid_cell, image_box_figure
 from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle, image_name
+from pages._ui.state import current_handle, image_name, model_caption
 from pages._ui.units_ui import activations, layer_picker, model_view, selectable_grid
 
 st.title("Activation maps")
+model_caption()
 st.caption("What each channel of a layer computes on the current image. Click a cell of the grid (or type a "
            "channel and unit below) to see that map large and the unit's receptive field on the photo.")
 

@@ -11,10 +11,11 @@ from pages._ui.charts import show_chart
 from pages._ui.explain_ui import display_image, run_method
 from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle
+from pages._ui.state import current_handle, model_caption
 from pages._ui.target import pick_target
 
 st.title("Compare")
+model_caption()
 st.caption("Each map is divided by its own largest |value|, so signed maps share one scale on [-1, 1] and "
            "unsigned maps one on [0, 1]; hovering shows the raw value. Titles give each method's compute time.")
 

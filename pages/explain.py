@@ -20,10 +20,11 @@ from pages._ui.charts import show_chart
 from pages._ui.explain_ui import display_image, export_buttons, parameter_panel, progressive_run, run_method
 from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle
+from pages._ui.state import current_handle, model_caption
 from pages._ui.target import pick_target, probabilities
 
 st.title("Explain")
+model_caption()
 
 # Widget and chart keys of the details, one per kind of part (one method is shown at a time); kept as they were.
 MAP_CHOICE_KEY = "occ_kind"

@@ -14,11 +14,12 @@ from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle, png_bytes
+from pages._ui.state import current_handle, model_caption, png_bytes
 from pages._ui.target import probabilities
 from pages._ui.units_ui import layer_picker, stop_button
 
 st.title("Synthesized images")
+model_caption()
 st.caption("Start from noise and change the image, step by step, so that a chosen channel (or a class score) "
            "grows — activation maximization (Simonyan et al. 2014; regularisation as in Lucid/Lucent). Without "
            "regularisers the result is high-frequency noise the network likes; each switch below removes some "

@@ -10,10 +10,11 @@ from interpret.units.filters import depthwise_kernels, filter_bank, filter_norms
 from interpret.plots.units import depthwise_figure, filter_norms_figure, filters_figure, kernel_grid_figure
 from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle
+from pages._ui.state import current_handle, model_caption
 from pages._ui.units_ui import conv_names
 
 st.title("Filters")
+model_caption()
 
 NORMALIZATION_HELP = {
     "minmax": "per filter, over all its 3·k·k weights: (w − min) / (max − min). Every filter uses the full "

@@ -8,9 +8,10 @@ import streamlit as st
 from interpret.units.summary import model_summary, total_params
 from pages._ui.charts import show_chart
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle, current_image, image_id, image_name
+from pages._ui.state import current_handle, current_image, image_id, image_name, model_caption
 
 st.title("Predict")
+model_caption()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -11,10 +11,11 @@ from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.gate import requested
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle, current_image, image_id
+from pages._ui.state import current_handle, current_image, image_id, model_caption
 from pages._ui.units_ui import layer_picker, linearized, model_view, safe_rf_table
 
 st.title("Receptive fields")
+model_caption()
 
 FOOTPRINT = {
     "linear": "Linearised copy (ReLU → identity, max → average pooling, positive weights)",

@@ -10,17 +10,21 @@ import pandas as pd
 import streamlit as st
 
 from interpret.core.errors import InputError
+from interpret.scale import ray_engine
+from interpret.scale.reducers import TopPatchesReducer
 from interpret.units.top_patches import padded_patch, scan
-from models.collections import (BuiltinCollection, ImageCollection, builtin_collections, from_folder, from_images,
-                                from_zip)
+from models.collections import (BuiltinCollection, ImageCollection, builtin_collections, collection_spec,
+                                from_folder, from_images, from_zip)
+from models.registry import list_models
 from models.images import decode_image
 from pages._ui.compute import cache_key, cached
 from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
-from pages._ui.state import cached_samples, current_handle, image_name
+from pages._ui.state import cached_samples, current_handle, image_name, model_caption
 from pages._ui.units_ui import activations, layer_picker, stop_button
 
 st.title("Top patches")
+model_caption()
 st.caption("For a chosen layer and channels, every image of a collection is run through the network; per channel "
            "the k strongest units are kept (one per image) and the part of the image inside their receptive field "
            "is shown — what the channel responds to across many images (Zeiler & Fergus 2014).")
@@ -168,10 +172,29 @@ with friendly_errors("The top-patch scan"):
         st.stop()
     require("tp_request", req, go_scan, "Choose the layer, channels and collection, then press **Scan**.")
 
+    # A server folder can be scanned on the Ray cluster the server names (workers load the model by its key, so
+    # only models of the model list; the result equals the in-process scan and shares its cache entry).
+    ray_address = os.environ.get(ray_engine.ENV_ADDRESS, "")
+    on_ray = bool(ray_address) and kind == "folder" and handle.key in {m.key for m in list_models()}
+    if on_ray:
+        st.caption(f"Scanning on the Ray cluster at {ray_address} (workers report progress as they go).")
+
     stop = stop_button("tp_stop", "Stop scan", "Interrupts the scan at the next batch; nothing partial is kept.",
                        "tp_request", "Scan stopped. Press **Scan** to start again.")
 
     def run_scan(report):
+        if on_ray:
+            line = st.empty()
+
+            def progress(p):
+                report(p.fraction)
+                line.caption(p.text())
+
+            reducer = TopPatchesReducer(entry.name, tuple(channels), k, per_image, 8, call)
+            res, _ = ray_engine.run(reducer, handle.key, collection_spec(col.source), col, address=ray_address,
+                                    progress=progress)
+            line.empty()
+            return res
         return scan(handle, col, entry.name, channels, k=k, per_image=per_image, batch_size=8, call_index=call,
                     progress=lambda done, total: report(done / max(total or 1, 1)))
 

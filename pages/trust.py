@@ -18,10 +18,11 @@ from pages._ui.compute import cache_key, cached
 from pages._ui.explain_ui import run_method
 from pages._ui.gate import requested
 from pages._ui.guard import friendly_errors
-from pages._ui.state import current_handle, current_image, image_id
+from pages._ui.state import current_handle, current_image, image_id, model_caption
 from pages._ui.target import pick_target
 
 st.title("Trust")
+model_caption()
 
 FAST = [m for m in ("saliency", "gradient", "grad_x_input", "guided_backprop", "deconvnet", "cam", "gradcam",
                     "gradcam_pp", "guided_gradcam", "integrated_gradients", "smoothgrad") if m in METHODS]

@@ -1,7 +1,9 @@
 """Session state shared by all pages: the chosen model and the chosen image, set in the sidebar.
 
 Models are loaded once per process (``st.cache_resource``) and shared read-only; the user's own weights live in
-their session only. The image is kept as a decoded RGB PIL image plus a content hash used as cache key.
+their session only. The model choice itself (Network list, uploads, downloads) is ``model_picker``; the session's
+model is ``st.session_state["model_key"]``, which only an explicit choice changes. The image is kept as a decoded
+RGB PIL image plus a content hash used as cache key.
 """
 from __future__ import annotations
 
@@ -14,23 +16,19 @@ import streamlit as st
 from PIL import Image
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from models import DEFAULT_MODEL, ModelHandle, ModelUnavailable, list_models, load_model
-from models.checkpoints import ARCHITECTURES, CheckpointError, load_user_model
+from models import DEFAULT_MODEL, ModelHandle
 from models.images import MAX_BYTES, ImageError, decode_image_info, image_bytes, sample_images
 
 from .compute import start_warm_up
+from .model_picker import (LABELS_UPLOAD_MB, WEIGHTS_UPLOAD_MB, cached_entries, cached_model, chosen_handle,
+                           device_name, network_select, own_weights, show_message)
+
+__all__ = ["LABELS_UPLOAD_MB", "WEIGHTS_UPLOAD_MB", "cached_entries", "cached_model", "cached_samples",
+           "current_handle", "current_image", "image_id", "image_name", "model_caption", "sidebar", "switch_model"]
 
 log = logging.getLogger("cnn_lens")
 
 IMAGE_UPLOAD_MB = MAX_BYTES // 2**20
-WEIGHTS_UPLOAD_MB = 600
-LABELS_UPLOAD_MB = 1
-
-
-@st.cache_resource(show_spinner="Loading model…", max_entries=6)
-def cached_model(key: str) -> ModelHandle:
-    """One handle per model and process, shared by every session (never mutated)."""
-    return load_model(key)
 
 
 @st.cache_resource(show_spinner=False)
@@ -43,11 +41,6 @@ def cached_samples() -> dict[str, Image.Image]:
     except Exception:  # noqa: BLE001 - classroom samples are optional
         log.exception("classroom samples unavailable")
     return samples
-
-
-@st.cache_data(show_spinner=False, max_entries=1)
-def cached_entries() -> list:
-    return list_models()
 
 
 _run = threading.local()
@@ -121,16 +114,13 @@ def current_handle() -> ModelHandle:
 def _chosen_handle() -> ModelHandle:
     ensure_shell()
     _init()
-    key = st.session_state["model_key"]
-    user = st.session_state["user_models"]
-    if key in user:
-        return user[key]
-    try:
-        return cached_model(key)
-    except (ModelUnavailable, CheckpointError) as e:
-        st.session_state["model_key"] = DEFAULT_MODEL
-        st.warning(f"{e}\n\nUsing the default model instead.")
-        return cached_model(DEFAULT_MODEL)
+    return chosen_handle()
+
+
+def model_caption() -> None:
+    """The line under a page's title naming the session's model and its device."""
+    handle = current_handle()
+    st.caption(f"Model: **{handle.name}** · device `{device_name(handle)}`")
 
 
 def current_image() -> Image.Image:
@@ -157,35 +147,19 @@ def sidebar() -> None:
     ss = st.session_state
     with st.sidebar:
         st.header("Model")
-        entries = cached_entries()
-        by_key = {e.key: e for e in entries}
-        keys = [e.key for e in entries] + list(ss["user_models"])
-        if ss["model_key"] not in keys:
-            ss["model_key"] = DEFAULT_MODEL
-
-        def label(k: str) -> str:
-            if k in ss["user_models"]:
-                return ss["user_models"][k].name
-            e = by_key[k]
-            return e.name if e.available else f"{e.name} — weights missing"
-
-        labels = [label(k) for k in keys]
-        # Options are the display strings (AppTest and the browser agree on them); map back to keys.
-        # The widget's value is set through session state whenever the model was chosen elsewhere (a page's
-        # switch_model, loaded weights): passing index= alone leaves the browser showing the old choice.
-        if ss.pop("_model_pending", False) or ss.get("model_select") not in labels:
-            ss["model_select"] = label(ss["model_key"])
-        chosen = st.selectbox("Network", labels, key="model_select")
-        choice = keys[labels.index(chosen)] if chosen in labels else ss["model_key"]
-        if choice in by_key and not by_key[choice].available:
-            st.warning(by_key[choice].status)
-            st.caption(f"Still using: {label(ss['model_key'])}")
-        else:
-            ss["model_key"] = choice
-        if ss["model_key"] in by_key:
-            st.caption(by_key[ss["model_key"]].status)
-        with st.expander("Use your own weights"):
-            _user_weights_form()
+        # The list is drawn after the upload form ran (a container placed above it), so a model loaded in this
+        # run is already the list's choice, without a second run.
+        net_slot, msg_slot = st.container(), st.container()
+        own = st.expander("Use your own weights", key="uw_open", on_change="rerun")
+        with own:
+            if own.open:
+                own_weights()
+        with net_slot:
+            network_select()
+        with msg_slot:
+            if page_entered() and ss.get("picker_msg", ("error",))[0] != "error":
+                ss.pop("picker_msg")  # a success note is said on the page where it happened; errors stay
+            show_message()
 
         st.header("Image")
         source = st.radio("Source", ["Sample photo", "Upload"], horizontal=True, key="image_source")
@@ -222,35 +196,6 @@ def sidebar() -> None:
         st.image(ss["image"], caption=ss["image_name"], width="stretch")
         if ss.get("image_notes"):
             st.caption("; ".join(ss["image_notes"]))
-
-
-def _user_weights_form() -> None:
-    ss = st.session_state
-    with st.form("user_weights", clear_on_submit=False, border=False):
-        arch = st.selectbox("Architecture", list(ARCHITECTURES), format_func=ARCHITECTURES.get)
-        wfile = st.file_uploader("State dict (.safetensors, .pt, .pth)", type=["safetensors", "pt", "pth"],
-                                 max_upload_size=WEIGHTS_UPLOAD_MB)
-        lfile = st.file_uploader("Labels (optional: one per line, or JSON)", type=["txt", "json"],
-                                 max_upload_size=LABELS_UPLOAD_MB)
-        submitted = st.form_submit_button("Load weights")
-    if submitted:
-        if wfile is None:
-            st.error("Choose a weights file first.")
-            return
-        try:
-            data = wfile.getvalue()
-            h = load_user_model(arch, data, wfile.name, lfile.getvalue() if lfile else None)
-        except CheckpointError as e:
-            st.error(str(e))
-            log.info("refused weights %s: %s", wfile.name, e)
-            return
-        key = f"user:{arch}:{_digest(data)}"
-        h.key = key
-        ss["user_models"][key] = h
-        ss["model_key"] = key
-        ss.pop("model_select", None)
-        st.success(f"Loaded {h.name}: {h.num_classes} classes.")
-        st.rerun()
 
 
 def png_bytes(img: Image.Image) -> bytes:
