@@ -305,9 +305,12 @@ def run(reducer, model_key: str, spec: CollectionSpec, listing: ImageCollection 
                 inflight[ref] = (s.index, actor)
 
         try:
-            for a in actors:  # two shards queued per worker: the next one is ready when one finishes
-                submit(a)
-                submit(a)
+            # Two shards queued per worker (the next one is ready when one finishes), dealt round-robin: the
+            # first round gives every worker a shard before any gets a second, or with few shards the first
+            # worker would take them all while the others idle.
+            for _ in range(2):
+                for a in actors:
+                    submit(a)
             last = 0.0
             while inflight:
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=poll_s)
