@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from bench.bench_units import photos
+from bench.bench_units import bare_forward, photos
 from interpret.scale import ray_engine as RE
 from interpret.scale.reducers import TopPatchesReducer
 from models.collections import collection_spec
@@ -33,18 +33,6 @@ def write_photos(folder: str, n: int, seed: int = 0) -> None:
     """n JPEG crops of the scikit-image photos (the unit bench's stream, written to disk)."""
     for name, img in photos(n, seed):
         img.save(os.path.join(folder, f"{name}.jpg"), quality=90)
-
-
-def bare_forward(handle, col, batch_size: int) -> None:
-    pre, batch = handle.preprocess, []
-    with torch.no_grad():
-        for _, _, img in col:
-            batch.append(pre(img))
-            if len(batch) == batch_size:
-                handle.net(torch.stack(batch))
-                batch = []
-        if batch:
-            handle.net(torch.stack(batch))
 
 
 def timed(fn) -> float:
@@ -76,7 +64,7 @@ def main(argv=None) -> int:
 
         def forward() -> None:
             torch.set_num_threads(a.threads)
-            bare_forward(handle, spec.open(), a.batch_size)
+            bare_forward(handle, ((name, img) for _, name, img in spec.open()), a.batch_size)
 
         def local(t: int) -> None:
             torch.set_num_threads(t)
