@@ -305,9 +305,9 @@ def _load_with_stand_ins(data: bytes) -> object:
     raise CheckpointError(
         f"The file holds pickled Python objects, not just tensors: {what}. Loading them could run code, so "
         "the file is refused (for example a whole saved nn.Module, or something that would run code when "
-        "loaded). Only weights are accepted: save with torch.save(model.state_dict(), 'weights.pt') or use "
-        ".safetensors; from a checkpoint you trust, torch.save(torch.load(path, weights_only=False)"
-        "['state_dict'], 'weights.pt') keeps only the weights.") from None
+        "loaded). Only weights are accepted: in the code that built the model, save them with "
+        "torch.save(model.state_dict(), 'weights.pt') or export .safetensors "
+        "(safetensors.torch.save_file(model.state_dict(), 'weights.safetensors')).") from None
 
 
 def _damaged(why: str) -> CheckpointError:
