@@ -15,12 +15,11 @@ from interpret.scale.reducers import TopPatchesReducer
 from interpret.units.top_patches import padded_patch, scan
 from models.collections import (BuiltinCollection, ImageCollection, builtin_collections, collection_spec,
                                 from_folder, from_images, from_zip)
-from models.registry import list_models
 from models.images import decode_image
 from pages._ui.compute import cache_key, cached
 from pages._ui.gate import require
 from pages._ui.guard import friendly_errors
-from pages._ui.state import cached_samples, current_handle, image_name, model_caption
+from pages._ui.state import cached_entries, cached_samples, current_handle, image_name, model_caption
 from pages._ui.units_ui import activations, layer_picker, stop_button
 
 st.title("Top patches")
@@ -175,7 +174,7 @@ with friendly_errors("The top-patch scan"):
     # A server folder can be scanned on the Ray cluster the server names (workers load the model by its key, so
     # only models of the model list; the result equals the in-process scan and shares its cache entry).
     ray_address = os.environ.get(ray_engine.ENV_ADDRESS, "")
-    on_ray = bool(ray_address) and kind == "folder" and handle.key in {m.key for m in list_models()}
+    on_ray = bool(ray_address) and kind == "folder" and handle.key in {m.key for m in cached_entries()}
     if on_ray:
         st.caption(f"Scanning on the Ray cluster at {ray_address} (workers report progress as they go).")
 

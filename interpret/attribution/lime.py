@@ -85,6 +85,7 @@ def lime_explain(handle: ModelHandle, x: torch.Tensor, target: int, segmentation
     segmenter = make_segmenter(segmentation, seg_params, seed)
     hide_color = HIDE_COLORS.get(hide_color, hide_color) if isinstance(hide_color, str) else hide_color
     done = [0]
+    limit: list[int | None] = [None]
     device = device_of(handle)
 
     def classifier_fn(images: np.ndarray) -> np.ndarray:
@@ -97,8 +98,9 @@ def lime_explain(handle: ModelHandle, x: torch.Tensor, target: int, segmentation
                 probs = torch.softmax(handle.net(batch).float(), dim=1)
             out[s:e] = to_numpy(probs)  # float32 → float64 on the CPU
 
-        run_chunks(len(images), len(images), step, device=device, what="LIME",
-                   hint="a smaller batch size, fewer samples or the CPU")
+        # after an out-of-memory retry, later batches start at the size that fitted
+        limit[0] = run_chunks(len(images), min(len(images), limit[0] or len(images)), step, device=device,
+                              what="LIME", hint="a smaller batch size, fewer samples or the CPU")
         done[0] += len(images)
         if progress is not None:
             progress(min(done[0] / num_samples, 1.0))

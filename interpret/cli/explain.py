@@ -150,7 +150,10 @@ def run_collection(args: argparse.Namespace) -> int:
     try:
         spec = collection_spec(args.images_collection)
         listing = spec.open()
-        handle = load_model(DEFAULT_MODEL if args.model is None else args.model, device_of_args(args))
+        # on Ray the maps are made by the workers (on cuda with --gpus-per-worker); the local copy only names
+        # labels for the writer, so it stays on the CPU and takes no GPU memory from the workers
+        device = "cpu" if args.engine == "ray" else device_of_args(args)
+        handle = load_model(DEFAULT_MODEL if args.model is None else args.model, device)
         red = ExplainReducer(args.method, target, params)
         writer = CollectionWriter(args.out[0], handle, spec.location)
         if args.engine == "ray":

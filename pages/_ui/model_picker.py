@@ -50,9 +50,9 @@ MAX_FITS = 20
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)
-def cached_model(key: str) -> ModelHandle:
-    """One handle per model and process, shared by every session (never mutated)."""
-    return load_model(key)
+def cached_model(key: str, device: str | None = None) -> ModelHandle:
+    """One handle per model, device and process, shared by every session (never mutated)."""
+    return load_model(key, device)
 
 
 @st.cache_data(show_spinner=False, max_entries=1)
@@ -164,6 +164,9 @@ def chosen_handle() -> ModelHandle:
         ss["model_key"] = DEFAULT_MODEL
         st.warning(f"{e}\n\nUsing the default model instead.")
         return cached_model(DEFAULT_MODEL)
+    except DeviceError as e:  # CNN_LENS_DEVICE names a device this server lacks: every model would fail alike
+        st.warning(f"{e}\n\nRunning on the CPU instead.")
+        return cached_model(key, "cpu")
 
 
 def _labels(keys: list[str], by_key: dict) -> list[str]:
@@ -268,12 +271,13 @@ def _inspect(file) -> WeightsInfo | None:
     seen = ss.get("_uw_info")
     if not seen or seen[0] != file.file_id:
         data = file.getvalue()
-        declared = declared_bytes(data)
-        refusal = budget_refusal(declared) if declared is not None else None
         try:
+            info = inspect_weights(data, file.name)  # bounded by MAX_LOADED_BYTES before anything is read
+            # the budget counts what would be loaded (weights), not optimizer state or an EMA copy in the file
+            refusal = budget_refusal(info.loaded_bytes)
             if refusal:
                 raise CheckpointError(refusal)
-            seen = (file.file_id, inspect_weights(data, file.name), None)
+            seen = (file.file_id, info, None)
             if ss.get("picker_msg", ("",))[0] == "error":
                 ss.pop("picker_msg")  # a new, readable file: the previous file's error is answered
         except CheckpointError as e:
@@ -417,7 +421,8 @@ def _load_clicked(arch: str, rnd: int, edited: bool) -> None:
         return
     info = ss.get("_uw_info")
     has_ema = bool(info and info[0] == file.file_id and info[1] and "ema" in info[1].variants)
-    variant = "ema" if has_ema and ss.get("uw_variant") == "EMA" else "raw"
+    variants = info[1].variants if info and info[0] == file.file_id and info[1] else ("raw",)
+    variant = "ema" if has_ema and (ss.get("uw_variant") == "EMA" or "raw" not in variants) else "raw"
     try:
         pre = _preprocess_from_fields(arch) if edited else default_preprocess(arch)
     except CheckpointError as e:
@@ -446,8 +451,8 @@ def own_weights() -> None:
     st.caption(_describe(info))
     if info.has_nonfinite:
         st.warning(f"{len(info.nonfinite)} tensor(s) hold NaN or infinite values ({', '.join(info.nonfinite[:3])}…).")
-    variant = "raw"
-    if "ema" in info.variants:
+    variant = info.variants[0]  # a file holding only EMA weights loads those
+    if len(info.variants) > 1:
         variant = "ema" if st.radio("Weights", ["raw", "EMA"], key="uw_variant", horizontal=True,
                                     help="The file holds both the trained weights and their exponential moving "
                                          "average.") == "EMA" else "raw"
