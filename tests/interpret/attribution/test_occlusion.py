@@ -93,11 +93,11 @@ def test_resnet18_equals_captum(resnet18_handle, device):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     target = int(h.predict(x).argmax())
     ref = captum_map(h.net, x, target, 15, 12, "zero")
-    h = handle_on(h, device)
-    before = model_state(h.net)
     # both sides are float32 evaluations of one definition: each within the bound of the exact map
     ex = exact_occlusion(h.net, x, (target,), 15, 12, dtype=torch.float32, probs=False)
     tol = 2 * ex["map_bound"][0] + ex["map_captum"][0]
+    h = handle_on(h, device)
+    before = model_state(h.net)
     exact = occlusion(h, x, target, window=15, stride=12, baseline="zero", engine="batched", fast=False, batch_size=16)
     assert_within(exact.map, ref, tol)
     fast = occlusion(h, x, target, window=15, stride=12, baseline="zero", engine="batched", fast=True)

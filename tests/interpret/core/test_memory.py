@@ -4,6 +4,8 @@ device, the computation and what to try. OOM is injected on the CPU by a network
 ``OutOfMemoryError`` for batches above a size, as CUDA does."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import make_handle
+from occlusion_oracle import assert_within, exact_occlusion
 from interpret.attribution.integrated_gradients import integrated_gradients
 from interpret.attribution.lime_fast import lime_fast
 from interpret.attribution.occlusion import occlusion
@@ -132,13 +135,22 @@ def test_with_batch_retry():
 
 @pytest.mark.parametrize("engine", ["batched", "incremental"])
 def test_occlusion_after_oom_equals_the_unbatched_map(engine, monkeypatch):
-    h_small, h_free = _pair(1)
+    if engine == "batched":
+        h_small, h_free = _pair(1)
+    else:  # OomNet is not traced by the incremental engine (it falls back to batched): a plain CNN, and the
+        # out-of-memory error is injected into the engine's batched step instead
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+        h_small, h_free = make_handle(net, 16, 5), make_handle(copy.deepcopy(net), 16, 5)
     x = _x()
     if engine == "incremental":  # the traced copy drops the forward's check: inject into the batched step
         patched = incremental.IncrementalOcclusion._patched
+        raised = []
 
         def limited(self, env, padded, x, base, cs, wh, ww):
             if len(cs) > 1 and self.gm is incremental.traced_copy(h_small):
+                raised.append(len(cs))
                 raise torch.OutOfMemoryError("out of memory")
             return patched(self, env, padded, x, base, cs, wh, ww)
 
@@ -146,10 +158,18 @@ def test_occlusion_after_oom_equals_the_unbatched_map(engine, monkeypatch):
     got = occlusion(h_small, x, 2, window=5, stride=3, batch_size=8, engine=engine)
     want = occlusion(h_free, x, 2, window=5, stride=3, batch_size=1, engine=engine)
     assert got.extra["engine"] == want.extra["engine"]
-    np.testing.assert_array_equal(got.map, want.map)  # the same one-window passes, so the same rounding
-    np.testing.assert_array_equal(got.extra["prob_drop"], want.extra["prob_drop"])
+    if engine == "batched":  # the same one-window passes, so the same rounding
+        np.testing.assert_array_equal(got.map, want.map)
+        np.testing.assert_array_equal(got.extra["prob_drop"], want.extra["prob_drop"])
+    else:  # the incremental engine pads and splits passes its own way: both within the float32 bound of the exact map
+        ex = exact_occlusion(h_free.net, x, (2,), 5, 3, dtype=torch.float64, probs=False)
+        assert_within(got.map, ex["map"][0], ex["map_bound"][0])
+        assert_within(want.map, ex["map"][0], ex["map_bound"][0])
     if engine == "batched":
         assert 8 in h_small.net.calls and max(h_small.net.calls[1:]) == 8  # it did try the big batch
+    else:
+        assert raised  # a multi-window pass was tried and refused, so the retry path really ran
+        assert got.extra["engine"] == "incremental"
 
 
 def test_occlusion_that_never_fits_says_so():

@@ -71,8 +71,8 @@ def test_layers_are_sorted_top_first_and_validated(small):
 
 
 def test_callable_method_and_determinism(small, device):
-    """Any function with the method contract works; the same seed randomises identically — on every device the
-    same random weights (drawn on the CPU), so the maps agree with the CPU's to float32 rounding."""
+    """Any function with the method contract works; the same seed randomises identically (on every device the
+    random weights are drawn on the CPU: test_randomisation_is_the_same_on_every_device)."""
     from interpret.attribution.gradients import saliency
 
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))

@@ -204,7 +204,7 @@ def test_cli_explain_on_ray_equals_a_plain_loop(handle, tars, tmp_path, one_thre
         assert np.array_equal(np.load(local / r["map"]), np.load(out / r["map"]))
 
 
-def test_cli_top_patches_on_ray_equals_local_cli(tars, tmp_path):
+def test_cli_top_patches_on_ray_equals_local_cli(tars, tmp_path, one_thread):  # workers: 1 thread too
     common = ["top-patches", "scan", "--model", MODEL, "--layer", LAYER, "--channels", "0-3", "--images", tars,
               "--k", "3", "--batch-size", "4", "--quiet"]
     assert cli_main([*common, "--out", str(tmp_path / "local.npz")]) == 0
