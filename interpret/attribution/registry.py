@@ -28,6 +28,7 @@ from interpret.attribution.lime_fast import lime_fast as _lime_fast
 from interpret.attribution.occlusion import occlusion as _occlusion
 from interpret.attribution.occlusion_approx import approx_occlusion as _occlusion_approx
 from interpret.attribution.occlusion_approx import coarse_occlusion as _coarse_occlusion
+from interpret.attribution import lrp as _lrp
 from interpret.core.errors import InputError
 from interpret.core.memory import oom_as_error
 from interpret.core.tensors import device_of
@@ -329,6 +330,31 @@ register_composite(Composite(
     caption="Grey is zero; colours show the per-channel gradient sign and size (99.5th percentile scaling). "
             "Guided backprop keeps only positive gradients through active ReLUs, which gives the crisp edge images "
             "of the slides; the plain gradient is noisy; deconvnet ignores the forward pass."))
+
+_LRP_EPS = ParamSpec("epsilon", "choice", 1e-6, choices=(1e-6, 0.01, 0.1, 0.25, 1.0), label="ε of the dense layers",
+                     help="Added to the denominators of the ε rule in the fully connected layers: tiny (the "
+                          "default) redistributes exactly as LRP-0; larger values absorb weak or contradictory "
+                          "contributions and give sparser maps.",
+                     choice_labels=((1e-6, "10⁻⁶ (≈ LRP-0)"), (0.01, "0.01"), (0.1, "0.1"), (0.25, "0.25"),
+                                    (1.0, "1")))
+_LRP_NOTE = ("The target logit is sent back layer by layer (Zennit); batch norm is merged into the convolutions, "
+             "activations pass relevance through, the map sums to the logit minus what biases and ε absorb.")
+for _spec in (
+    MethodSpec("lrp_epsilon_plus_flat", "LRP (ε-plus-flat)", _lrp.lrp_epsilon_plus_flat, True, (_LRP_EPS,),
+               description="Bach et al. 2015, Montavon et al. 2019: flat rule on the first layer, z⁺ on the other "
+                           "convolutions, ε on the dense layers. " + _LRP_NOTE, details=_RGB),
+    MethodSpec("lrp_epsilon_gamma_box", "LRP (ε-γ-box)", _lrp.lrp_epsilon_gamma_box, True, (
+        _LRP_EPS,
+        ParamSpec("gamma", "float", 0.25, min=0.0, max=1.0, step=0.05, label="γ of the convolutions",
+                  help="Extra weight the γ rule gives to positive contributions in the convolutions: 0 is plain "
+                       "LRP-0 there; larger values favour positive evidence and give less noisy maps.")),
+               description="Montavon et al. 2019: z^B box rule on the first convolution (the pixel range), γ on the "
+                           "other convolutions, ε on the dense layers. " + _LRP_NOTE, details=_RGB),
+    MethodSpec("lrp_alpha2_beta1", "LRP (α2β1)", _lrp.lrp_alpha2_beta1, True, (_LRP_EPS,),
+               description="Bach et al. 2015: α = 2, β = 1 on every convolution (positive parts counted twice, "
+                           "negative once against), ε on the dense layers. " + _LRP_NOTE, details=_RGB),
+):
+    register(_spec)
 
 _PATCH = (  # the occlusion patch, shared by the exact and the approximate occlusion
     ParamSpec("window", "int", 15, min=1, max=224, label="Patch size (px)",

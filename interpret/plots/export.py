@@ -54,6 +54,13 @@ def file_stem(model_key: str, attr: Attribution, label: str | None = None) -> st
 def _font(size: int):
     from PIL import ImageFont
 
+    # DejaVu Sans (Debian's fonts-dejavu-core, installed by .ci/run) has Greek and arrows for titles like "ε-γ-box";
+    # Pillow's built-in font has neither.
+    for path in ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",):
+        try:
+            return ImageFont.truetype(path, size)
+        except OSError:
+            pass
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ValueError, OSError):  # Pillow without FreeType: the fixed bitmap font
