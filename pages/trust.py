@@ -12,7 +12,8 @@ from interpret.attribution.registry import METHODS
 from interpret.evaluation.metrics import deletion_insertion
 from interpret.core.errors import NotDefined
 from interpret.evaluation.sanity import cascading_randomization, default_blocks, degenerate_steps
-from interpret.plots.evaluation import rank_corr_figure
+from interpret.evaluation.trust_summary import DEFAULT_METHODS, PERTURBATION_LABELS, summary_records, trust_summary
+from interpret.plots.evaluation import agreement_figure, rank_corr_figure
 from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
 from pages._ui.explain_ui import run_method
@@ -25,7 +26,8 @@ st.title("Trust")
 model_caption()
 
 FAST = [m for m in ("saliency", "gradient", "grad_x_input", "guided_backprop", "deconvnet", "cam", "gradcam",
-                    "gradcam_pp", "guided_gradcam", "integrated_gradients", "smoothgrad") if m in METHODS]
+                    "gradcam_pp", "guided_gradcam", "integrated_gradients", "smoothgrad", "lrp_epsilon_plus_flat")
+        if m in METHODS]
 
 
 def _label(m: str) -> str:
@@ -40,11 +42,66 @@ def _pick_steps(blocks: list[str], n: int) -> list[str]:
     return [blocks[i] for i in sorted(idx)]
 
 
+def summary_tab(handle, target: int) -> None:
+    """Which map to believe for this image: faithfulness against random orders, agreement, stability."""
+    st.markdown("One table for this image and class: does each method's map find the pixels the model needs "
+                "**faster than a random pixel order** (deletion ↓ / insertion ↑ AUC, as a multiple of the random "
+                "orders' mean), and does it stay the same when the photo is **flipped, slightly cropped or "
+                "re-saved as JPEG** (Spearman ρ with the original map, 1 = same ranking)? The matrix below shows "
+                "how far the methods agree with each other.")
+    options = [m for m in dict.fromkeys(FAST + list(DEFAULT_METHODS)) if m in METHODS]
+    with st.form("summary_form"):
+        methods = st.multiselect("Methods", options, default=[m for m in DEFAULT_METHODS if m in options],
+                                 format_func=_label, key="summary_methods",
+                                 help="Each map is computed four times (the image, flipped, cropped, JPEG).")
+        c1, c2, c3 = st.columns(3)
+        steps = int(c1.number_input("Steps of the curves", 4, 64, 16, step=4, key="summary_steps"))
+        n_seeds = int(c2.number_input("Random orders (seeds)", 1, 10, 3, key="summary_seeds",
+                                      help="The random-order baseline: one deletion/insertion run per seed."))
+        baseline = c3.selectbox("Removed pixels become", ["blur", "zero", "mean"], key="summary_baseline")
+        run = st.form_submit_button("Run summary", type="primary")
+    req = (handle.key, image_id(), target, tuple(methods), steps, n_seeds, baseline)
+    if not requested("summary_request", req, run):
+        st.info("Choose the methods and press **Run summary**.")
+        return
+    if not methods:
+        st.warning("Choose at least one method.")
+        return
+    img = current_image()
+    key = cache_key("trust_summary", *req)
+    res = cached("trust_summary", key, lambda prog: trust_summary(
+        handle, img, target, methods, steps=steps, baseline=baseline, seeds=tuple(range(n_seeds)), progress=prog),
+        label="Trust summary: maps, curves, random orders and perturbed copies…", size=16)
+    labels = {m: _label(m) for m in methods}
+    name = handle.labels[target] if 0 <= target < len(handle.labels) else str(target)
+    rnd = res.random
+    st.markdown(f"**{name}** · random pixel orders ({len(rnd.seeds)}): deletion AUC {rnd.deletion_mean:.3f} ± "
+                f"{rnd.deletion_std:.3f}, insertion AUC {rnd.insertion_mean:.3f} ± {rnd.insertion_std:.3f} "
+                "(mean ± standard deviation). *Beats random* = better than every random order tried.")
+    table = pd.DataFrame(summary_records(res, labels))
+    table = table[["method", "verdict"] + [c for c in table.columns if c not in ("method", "verdict")]]
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(c, format="%.3f") for c in table.columns if c not in ("method", "verdict")})
+    for r in res.rows:
+        if not r.ok:
+            st.warning(f"**{labels[r.method]}**: {r.problem} — no deletion, insertion or stability numbers.")
+        for kind, why in r.stability_problems.items():
+            st.caption(f"{labels[r.method]}, {PERTURBATION_LABELS[kind]}: {why} — no ρ.")
+    if len(res.agreement_methods) >= 2:
+        show_chart(agreement_figure(res.agreement, [labels[m] for m in res.agreement_methods],
+                                    f"{name} (#{target})"), key="summary_agreement")
+    st.caption(f"{res.steps} steps, removed pixels → {res.baseline}; crop keeps {res.crop:.0%} of each side "
+               f"(maps compared on the overlap), JPEG quality {res.jpeg_quality}; {res.seconds:.1f} s.")
+
+
 with friendly_errors("The trust checks"):
     handle = current_handle()
     target = pick_target(handle, key="trust_target")
     x = handle.input_tensor(current_image())
-    tab1, tab2 = st.tabs(["Deletion / insertion", "Model randomisation (sanity check)"])
+    tab0, tab1, tab2 = st.tabs(["Summary", "Deletion / insertion", "Model randomisation (sanity check)"])
+
+    with tab0:
+        summary_tab(handle, target)
 
     with tab1:
         st.markdown("Pixels are removed (deletion) or revealed (insertion) in the order a map ranks them, and the "

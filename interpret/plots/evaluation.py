@@ -1,4 +1,5 @@
-"""Plotly figures of the evaluations: the model-randomisation sanity check's similarity curves.
+"""Plotly figures of the evaluations: the model-randomisation sanity check's similarity curves and the trust summary's
+agreement matrix.
 
 The result is taken duck-typed (``interpret.evaluation.sanity.SanityResult`` or anything with its attributes) and
 method names come in as ``method_labels``, so drawing imports neither the evaluation nor the methods.
@@ -7,9 +8,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+
+from interpret.plots.colour import colour_scale
 
 
 def rank_corr_figure(res, method_labels: Mapping[str, str] | None = None, class_name: str | None = None
@@ -56,5 +60,27 @@ def rank_corr_figure(res, method_labels: Mapping[str, str] | None = None, class_
     if class_name:
         title += f" · {class_name}"
     fig.update_layout(title=dict(text=title, x=0.01, xanchor="left"), height=460 if strip else 400, font=dict(size=14),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def agreement_figure(matrix, method_labels, class_name: str | None = None) -> go.Figure:
+    """The methods' Spearman agreement matrix (``matrix`` n×n, ``method_labels`` n names in its order) as an
+    annotated heatmap on the diverging scale centred at 0 over ρ's whole range −1…1; NaN cells (no ranking)
+    stay grey and say "n/a"."""
+    z = np.asarray(matrix, dtype=np.float64)
+    names = list(method_labels)
+    text = [["n/a" if not np.isfinite(v) else f"{v:.2f}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, **colour_scale(z, True, 1.0).heatmap(),
+                               text=text, texttemplate="%{text}", textfont=dict(size=15),
+                               colorbar=dict(title="ρ"), hoverongaps=False,
+                               hovertemplate="%{y} vs %{x}: ρ = %{z:.3f}<extra></extra>"))
+    title = "Agreement between maps (Spearman ρ)"
+    if class_name:
+        title += f" · {class_name}"
+    fig.update_xaxes(title="method", tickangle=-30, automargin=True)
+    fig.update_yaxes(title="method", autorange="reversed", automargin=True)
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left"), font=dict(size=14),
+                      plot_bgcolor="#a6a6a6", height=max(320, 90 + 60 * len(names)),
                       margin=dict(l=10, r=10, t=60, b=10))
     return fig
