@@ -24,7 +24,8 @@ from .model_picker import (LABELS_UPLOAD_MB, WEIGHTS_UPLOAD_MB, cached_entries, 
                            device_name, network_select, own_weights, show_message)
 
 __all__ = ["LABELS_UPLOAD_MB", "WEIGHTS_UPLOAD_MB", "cached_entries", "cached_model", "cached_samples",
-           "current_handle", "current_image", "image_id", "image_name", "model_caption", "sidebar", "switch_model"]
+           "current_handle", "current_image", "image_id", "image_name", "model_caption", "set_image", "sidebar",
+           "switch_model"]
 
 log = logging.getLogger("cnn_lens")
 
@@ -138,6 +139,19 @@ def image_id() -> str:
 def image_name() -> str:
     _init()
     return st.session_state["image_name"]
+
+
+def set_image(name: str, img: Image.Image) -> None:
+    """Make ``img`` the session's image, keyed by its content, as if it had been uploaded (the sidebar's source
+    switches to "Upload", so the sample list does not put its photo back). Call it from a widget callback: the
+    sidebar's widgets are drawn before the page."""
+    img = img.convert("RGB")
+    ss = st.session_state
+    ss["image"] = img
+    ss["image_name"] = name
+    ss["image_id"] = "edit:" + _digest(png_bytes(img))
+    ss["image_notes"] = ()
+    ss["image_source"] = "Upload"
 
 
 def sidebar() -> None:
