@@ -5,6 +5,8 @@
     python -m interpret list-models
     python -m interpret list-methods
     python -m interpret top-patches {scan,merge} …
+    python -m interpret dissect --model classroom_spurious [--layers …] [--engine ray] [--json [FILE]]
+    python -m interpret ablate (--units LAYER:CHANNELS … | --concept C | --story) …
 
 Each command lives in its own module (``explain``, ``listing``, ``top_patches``) and registers itself here.
 """
@@ -18,7 +20,8 @@ from typing import Sequence
 # so it is set before the commands import the methods.
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from interpret.cli import explain, listing, top_patches  # noqa: E402 - after TQDM_DISABLE
+from interpret.cli import dissect, explain, listing, top_patches  # noqa: E402 - after TQDM_DISABLE
+from interpret.cli import ablate  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_parser(sub)
     listing.add_parsers(sub)
     top_patches.add_parser(sub)
+    dissect.add_parser(sub)
+    ablate.add_parser(sub)
     return parser
 
 

@@ -32,7 +32,9 @@ CUE_COLOURS = (np.array([255, 0, 255], np.uint8), np.array([255, 255, 0], np.uin
 @dataclass
 class Dataset:
     """A generated split. images uint8 (N, 64, 64, 3); labels int64 (N,); masks bool (N, 64, 64) = the object's
-    pixels; cue bool (N,) = the tag is drawn; cue_masks bool (N, 64, 64) = the tag's pixels."""
+    pixels; cue bool (N,) = the tag is drawn; cue_masks bool (N, 64, 64) = the tag's pixels; background_kinds
+    int64 (N,) into BACKGROUND_KINDS; distractor_masks bool (N, 64, 64) = the visible distractor pixels (not object,
+    not tag). The last two feed ``concept_stack`` (Network Dissection's concepts)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -44,6 +46,8 @@ class Dataset:
     seed: int = 0
     spurious: bool = False
     cue_flipped: bool = False
+    background_kinds: np.ndarray | None = None
+    distractor_masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -68,6 +72,8 @@ class Scene:
     obj_noise: np.ndarray         # (64, 64, 1) per-pixel brightness noise of the object
     background: np.ndarray        # float (64, 64, 3) textured background with distractors drawn in
     cue_corner: int | None        # 0..3 or None
+    background_kind: int = -1     # index into BACKGROUND_KINDS (-1: unknown)
+    distractors: np.ndarray | None = None   # bool (64, 64): pixels of the distractor lines, dots and blobs
 
 
 def _unit_polygon(shape: str) -> np.ndarray:
@@ -135,9 +141,18 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(0, 255, 3)
 
 
+BACKGROUND_KINDS: list[str] = ["smooth noise", "stripes", "checker", "grain"]
+
+
 def _background(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
     """A textured background (smooth noise, stripes, checker or grain) with distractors that are no class object:
     thin lines, small dots and irregular noise blobs."""
+    return _background_parts(rng, size)[0]
+
+
+def _background_parts(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, int, np.ndarray]:
+    """(background, kind index into BACKGROUND_KINDS, distractor pixel mask). The mask is bookkeeping only: the
+    random draws are exactly those ``_background`` always made, in the same order, so the images are unchanged."""
     kind = rng.integers(4)
     c1, c2 = _random_colour(rng), _random_colour(rng)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -159,26 +174,29 @@ def _background(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
     else:   # flat colour with grain
         bg = np.broadcast_to(c1, (size, size, 3)).copy()
     bg = bg + rng.normal(0, rng.uniform(2, 15), (size, size, 3))
-    # distractors
+    distractors = np.zeros((size, size), bool)
     for _ in range(int(rng.integers(0, 4))):   # thin lines
         r0, c0, r1, c1_ = rng.integers(0, size, 4)
         rr, cc = draw.line(r0, c0, r1, c1_)
         bg[rr, cc] = _random_colour(rng)
+        distractors[rr, cc] = True
     for _ in range(int(rng.integers(0, 7))):   # dots, radius ≤ 2 (far below the smallest circle)
         rr, cc = draw.disk(tuple(rng.uniform(0, size, 2)), rng.uniform(1, 2.2), shape=(size, size))
         bg[rr, cc] = _random_colour(rng)
+        distractors[rr, cc] = True
     for _ in range(int(rng.integers(0, 3))):   # irregular noise blobs: thresholded smoothed noise
         s = int(rng.integers(6, 14))
         blob = ndimage.gaussian_filter(rng.normal(0, 1, (s, s)), 1.5) > 0.15
         r0, c0 = rng.integers(0, size - s, 2)
         sub = bg[r0:r0 + s, c0:c0 + s]
         sub[blob] = _random_colour(rng) + rng.normal(0, 20, (int(blob.sum()), 3))
-    return np.clip(bg, 0, 255)
+        distractors[r0:r0 + s, c0:c0 + s] |= blob
+    return np.clip(bg, 0, 255), int(kind), distractors
 
 
 def sample_scene(rng: np.random.Generator, label: int, cue_corner: int | None) -> Scene:
     """Draw every random choice for an image of class ``label``."""
-    bg = _background(rng)
+    bg, kind, distractors = _background_parts(rng)
     radius = float(rng.uniform(10, 22))
     lo, hi = radius * 0.9 + 1, SIZE - 1 - radius * 0.9 - 1
     centre = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
@@ -190,7 +208,7 @@ def sample_scene(rng: np.random.Generator, label: int, cue_corner: int | None) -
             break
     shade = rng.uniform(-0.006, 0.006, 2)
     obj_noise = rng.normal(0, 6, (SIZE, SIZE, 1))
-    return Scene(label, centre, radius, angle, colour, shade, obj_noise, bg, cue_corner)
+    return Scene(label, centre, radius, angle, colour, shade, obj_noise, bg, cue_corner, kind, distractors)
 
 
 def render(scene: Scene, with_object: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,6 +258,8 @@ def generate(split: str = "test", n: int = 600, seed: int = 0, spurious: bool = 
     masks = np.empty((n, SIZE, SIZE), bool)
     cue_masks = np.empty((n, SIZE, SIZE), bool)
     cue = np.empty(n, bool)
+    kinds = np.empty(n, np.int64)
+    distractor_masks = np.empty((n, SIZE, SIZE), bool)
     for i in range(n):
         rng = np.random.default_rng(children[i])
         has_cue = rng.random() < _cue_probability(int(labels[i]), spurious, cue_flipped)
@@ -247,7 +267,10 @@ def generate(split: str = "test", n: int = 600, seed: int = 0, spurious: bool = 
         scene = sample_scene(rng, int(labels[i]), corner)
         images[i], masks[i], cue_masks[i] = render(scene)
         cue[i] = has_cue
-    return Dataset(images, labels, masks, cue, cue_masks, list(CLASSES), split, int(seed), spurious, cue_flipped)
+        kinds[i] = scene.background_kind
+        distractor_masks[i] = scene.distractors & ~masks[i] & ~cue_masks[i]
+    return Dataset(images, labels, masks, cue, cue_masks, list(CLASSES), split, int(seed), spurious, cue_flipped,
+                   kinds, distractor_masks)
 
 
 def scene_for(split: str, i: int, seed: int = 0, spurious: bool = False, cue_flipped: bool = False,
@@ -264,4 +287,60 @@ def scene_for(split: str, i: int, seed: int = 0, spurious: bool = False, cue_fli
 def with_cue(scene: Scene, corner: int | None) -> Scene:
     """The same scene with the cue tag moved to ``corner`` (None removes it) — for the Clever Hans pair."""
     return Scene(scene.label, scene.centre, scene.radius, scene.angle, scene.colour, scene.shade,
-                 scene.obj_noise, scene.background, corner)
+                 scene.obj_noise, scene.background, corner, scene.background_kind, scene.distractors)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Concepts for Network Dissection: each a pixel mask per image, read off the scene description
+
+CONCEPTS: list[str] = [*CLASSES, "object", "tag", *BACKGROUND_KINDS, "distractor"]
+
+
+def concept_masks(scene: Scene, size: int = SIZE) -> dict[str, np.ndarray]:
+    """Every concept's bool (size, size) mask on the image ``render(scene)`` makes: each shape (the object's pixels
+    when the scene is of that class, else empty), "object" (any shape), "tag" (the cue), each background kind
+    (the pixels that are neither object nor tag, on a background of that kind, else empty) and "distractor"
+    (the visible pixels of the distractor lines, dots and blobs)."""
+    cm = cue_mask(scene.cue_corner, size)
+    obj = object_mask(scene.label, scene.centre, scene.radius, scene.angle, size) & ~cm
+    empty = np.zeros((size, size), bool)
+    out = {c: (obj if k == scene.label else empty) for k, c in enumerate(CLASSES)}
+    out["object"], out["tag"] = obj, cm
+    background = ~obj & ~cm
+    out.update({b: (background if k == scene.background_kind else empty) for k, b in enumerate(BACKGROUND_KINDS)})
+    dist = empty if scene.distractors is None else scene.distractors
+    out["distractor"] = dist & background
+    return {c: out[c].copy() for c in CONCEPTS}
+
+
+def concept_stack(ds: Dataset) -> np.ndarray:
+    """bool (N, len(CONCEPTS), 64, 64): ``concept_masks`` of every image of a generated split, from its arrays."""
+    if ds.background_kinds is None or ds.distractor_masks is None:
+        raise ValueError("this Dataset was made without background kinds / distractor masks; use generate()")
+    n = len(ds)
+    out = np.zeros((n, len(CONCEPTS), *ds.masks.shape[1:]), bool)
+    for k in range(len(CLASSES)):
+        out[:, k] = ds.masks & (ds.labels == k)[:, None, None]
+    out[:, CONCEPTS.index("object")] = ds.masks
+    out[:, CONCEPTS.index("tag")] = ds.cue_masks
+    background = ~ds.masks & ~ds.cue_masks
+    for k, b in enumerate(BACKGROUND_KINDS):
+        out[:, CONCEPTS.index(b)] = background & (ds.background_kinds == k)[:, None, None]
+    out[:, CONCEPTS.index("distractor")] = ds.distractor_masks
+    return out
+
+
+def scenes_for(split: str, indices, seed: int = 0, spurious: bool = False, cue_flipped: bool = False,
+               n: int = 600) -> list[Scene]:
+    """The Scenes behind images ``indices`` of ``generate(split, n, seed, …)``, drawing the seeds once (a worker
+    re-renders its slice of a split, images and concept masks, without generating the rest)."""
+    ss = np.random.SeedSequence([int(seed), SPLITS[split], int(spurious), int(cue_flipped)])
+    labels = np.random.default_rng(ss).permutation(np.arange(n) % len(CLASSES))
+    children = ss.spawn(n)
+    out = []
+    for i in indices:
+        rng = np.random.default_rng(children[int(i)])
+        has_cue = rng.random() < _cue_probability(int(labels[i]), spurious, cue_flipped)
+        corner = int(rng.integers(4)) if has_cue else None
+        out.append(sample_scene(rng, int(labels[i]), corner))
+    return out
