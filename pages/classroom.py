@@ -27,7 +27,7 @@ from pages._ui.state import cached_model, current_handle, page_entered, switch_m
 st.title("Classroom walk-through")
 
 STEPS = ["1 · Filters", "2 · Activation maps", "3 · Receptive fields", "4 · Top patches", "5 · Synthesized images",
-         "6 · Explanations", "7 · Localization scores", "8 · Clever Hans"]
+         "6 · Explanations", "7 · Localization scores", "8 · Clever Hans", "9 · Unit ablation"]
 EXPLAIN = ["saliency", "guided_backprop", "gradcam", "cam", "integrated_gradients", "occlusion", "lime"]
 
 
@@ -187,6 +187,35 @@ with friendly_errors("The classroom walk-through"):
             st.warning("No localization result shipped; compute it with `python -m interpret.evaluation.localization`.")
         else:
             st.markdown(localization.markdown(res))
+
+    elif step == STEPS[8]:
+        from interpret.cli import ablate as ablation_story
+
+        st.markdown("**What it shows.** Network Dissection finds, in every layer of both classroom CNNs, the units "
+                    "whose strongest activations outline the corner tag (IoU with the tag mask ≥ 0.04: *tag "
+                    "detectors*). Each layer's tag detectors are then set to zero and the accuracy measured on "
+                    "normal and on cue-flipped images, against as many random units of the same layer.  \n"
+                    "**Caveat.** A unit can outline the tag and still be needed for the shapes (early colour "
+                    "units): zeroing it costs accuracy on every image. The random control tells the two apart.")
+        story = ablation_story.load_story()
+        if story is None:
+            st.warning("No ablation result shipped; compute it with `python -m interpret ablate --story`.")
+        else:
+            st.markdown(ablation_story.story_markdown(story))
+            st.markdown("**What it means.** " + ablation_story.story_summary(story))
+            st.caption(f"Shipped result, computed in {story['seconds']:.0f} s by `python -m interpret ablate "
+                       "--story`.")
+        c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+        n_live = c1.selectbox("Images per set", [200, 600], index=1, key="cr_abl_n",
+                              help="600 repeats the shipped result; 200 takes about a third of the time.")
+        if requested("cr_abl_req", (n_live,), c2.button("Rerun live", key="cr_abl_go")):
+            live = cached("classroom_ablation", cache_key("ablation_story", n_live), lambda prog:
+                          ablation_story.run_story(n=n_live, progress=lambda frac, text: prog(frac)),
+                          label=f"Dissecting and ablating both models on {n_live} images per set (minutes)…",
+                          size=2)
+            st.markdown(f"**Live rerun** ({live['seconds']:.0f} s)")
+            st.markdown(ablation_story.story_markdown(live))
+            st.markdown("**What it means.** " + ablation_story.story_summary(live))
 
     else:
         st.markdown("**What it shows.** The Clever Hans model saw the class "
