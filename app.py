@@ -24,14 +24,19 @@ HERE = Path(__file__).parent
 # drawn from the font Streamlit bundles, so they show in browsers without an emoji font (emoji did not).
 PAGES = [
     ("Model", "predict.py", "Predict", ":material/label:"),
+    ("Model", "compare_models.py", "Compare models", ":material/difference:"),
+    ("Model", "camera.py", "Camera", ":material/photo_camera:"),
     ("Units", "filters.py", "Filters", ":material/grid_view:"),
     ("Units", "activations.py", "Activation maps", ":material/layers:"),
     ("Units", "receptive_field.py", "Receptive fields", ":material/center_focus_strong:"),
     ("Units", "top_patches.py", "Top patches", ":material/photo_library:"),
     ("Units", "feature_vis.py", "Synthesized images", ":material/auto_awesome:"),
+    ("Units", "dissection.py", "Dissection", ":material/category:"),
+    ("Units", "ablation.py", "Unit ablation", ":material/block:"),
     ("Explanations", "explain.py", "Explain", ":material/search:"),
     ("Explanations", "compare.py", "Compare", ":material/compare:"),
     ("Explanations", "trust.py", "Trust", ":material/verified:"),
+    ("Explanations", "brush.py", "What if I hide this?", ":material/ink_eraser:"),
     ("Classroom", "classroom.py", "Classroom walk-through", ":material/school:"),
 ]
 
@@ -43,7 +48,8 @@ for section, file, title, icon in PAGES:
         by_file[file] = st.Page(str(path), title=title, icon=icon, default=(file == "predict.py"))
         sections.setdefault(section, []).append(by_file[file])
 
-nav = st.navigation(sections)
+# expanded: every page stays listed (with 15 pages Streamlit would fold the later ones behind "View more").
+nav = st.navigation(sections, expanded=True)
 wanted = wanted_page()
 if wanted in by_file:
     st.switch_page(by_file[wanted])

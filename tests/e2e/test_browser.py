@@ -140,7 +140,8 @@ def test_switch_model_and_back(page):
 
 def go(page, title: str) -> None:
     """Navigate inside the app (a full page load would start a new session)."""
-    page.locator('[data-testid="stSidebarNavLink"]', has_text=title).first.click()
+    # exact title: "Compare" must not open "Compare models"
+    page.locator('[data-testid="stSidebarNavLink"]').filter(has=page.get_by_text(title, exact=True)).first.click()
     wait_idle(page)
 
 
