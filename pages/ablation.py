@@ -125,7 +125,8 @@ with friendly_errors("Unit ablation"):
                        "threshold or choose other layers.")
             st.stop()
         st.markdown(f"**Detectors of '{concept}'** (IoU ≥ {min_iou:.2f}, best concept of the unit; dissection of "
-                    f"{d.n_images} generated images): " + "; ".join(
+                    f"{d.n_images} generated test images, seed {dis.DISSECTION_SEED}, the tag on 10 % of images "
+                    "whatever the class — the Dissection page's *clean* tag rates, as the story in README): " + "; ".join(
                         f"{L}: " + ", ".join(f"{u} ({d.layers[L].iou[u, d.layers[L].concepts.index(concept)]:.2f})"
                                              for u in us) for L, us in units.items()))
 

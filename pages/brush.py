@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from streamlit_image_coordinates import streamlit_image_coordinates
 
 from interpret.attribution.registry import METHODS
-from interpret.core.errors import NotDefined
+from interpret.core.errors import CnnLensError
 from interpret.evaluation.edits import (FILL_LABELS, FILLS, EditEffect, apply_edit, crop_box, edit_effect,
                                         input_rects, mean_grey, rect_mask, segment_image)
 from interpret.plots.attribution import grid_figure
@@ -66,7 +66,8 @@ def _take_stroke(value: dict | None, size: tuple[int, int]) -> None:
     sx, sy = w / max(float(value.get("width") or w), 1.0), h / max(float(value.get("height") or h), 1.0)
     xa, xb = sorted((float(value["x1"]) * sx, float(value["x2"]) * sx))
     ya, yb = sorted((float(value["y1"]) * sy, float(value["y2"]) * sy))
-    rect = (int(np.floor(xa)), int(np.floor(ya)), int(np.ceil(xb)), int(np.ceil(yb)))
+    # clipped to the photo: a drag released outside it would otherwise be outlined past its edge
+    rect = (max(0, int(np.floor(xa))), max(0, int(np.floor(ya))), min(w, int(np.ceil(xb))), min(h, int(np.ceil(yb))))
     if not rect_mask((h, w), [rect]).any() or min(xb - xa, yb - ya) < 1:
         ss[NOTE] = ("That stroke painted nothing: press on the photo and drag to the opposite corner of the "
                     "region to hide, then release.")
@@ -216,7 +217,7 @@ with friendly_errors("The brush test"):
             for m in chosen if asked else ():
                 try:
                     attrs.append(run_method(handle, target, m, quick_params(m, size)))
-                except NotDefined as e:
+                except CnnLensError as e:  # one method's refusal (not defined, bad setting) leaves the others
                     skipped.append((METHODS[m].label, str(e)))
             maps = {a.method: a.map for a in attrs}
         eff = cached("brush_effects", cache_key(handle.key, iid, edit_key, target, sorted(maps)),

@@ -112,6 +112,7 @@ def ordered(picked: list[str], options: list[str]) -> list[str]:
     return [o for o in options if o in set(picked)]
 
 
+ready = False   # the later sections need both handles: a failure here shows its message and ends the page
 with friendly_errors("The model comparison"):
     handle = current_handle()
     held = held_models()
@@ -144,6 +145,9 @@ with friendly_errors("The model comparison"):
         topk_chart(ha, "A", "cm_topk_a")
     with c2:
         topk_chart(hb, "B", "cm_topk_b")
+    ready = True
+if not ready:
+    st.stop()
 
 with friendly_errors("The map comparison"):
     st.subheader("Attribution maps")

@@ -241,6 +241,10 @@ def _selectivity_view(handle) -> None:
     layer = st.selectbox("Layer to show", list(sel.layers), key=f"sel_show_{handle.key}")
     ls = sel.layers[layer]
     rank = ls.ranking()
+    if any(np.isnan(si) for _, _, si in rank):
+        st.caption("The selectivity index (μ_max − μ_rest)/(μ_max + μ_rest) is defined for non-negative units (e.g. "
+                   "ReLU outputs); units of this layer with a negative class mean show no SI (nan) and are listed "
+                   "last. Pick a ReLU layer to rank every unit.")
     rows = []
     for u, _, si in rank:
         tops = ls.top_classes(u, 3)

@@ -289,7 +289,7 @@ def _lrp(method: str, composite: str, handle: ModelHandle, x: torch.Tensor, targ
     rel, logit = relevance(handle, x, target, composite, **params)
     total = float(wide(rel).sum())
     logit_v = float(wide(logit))
-    return Attribution(method, int(target), to_numpy(rel[0].sum(0)), signed=True, params={},
+    return Attribution(method, int(target), to_numpy(rel[0].sum(0)), signed=True, params=dict(params),
                        extra={"rgb": to_hwc(rel), "logit": logit_v, "relevance_sum": total,
                               "conservation": total / logit_v if logit_v != 0 else float("nan"),
                               "composite": composite, "rules": COMPOSITE_LABELS[composite]})

@@ -15,7 +15,7 @@ Two streaming passes, each with a state that merges exactly (the Ray reducer run
   needed: the order statistics are exact and the threshold is their linear interpolation as ``np.quantile``'s
   default method (float64; equal to it up to the rounding of that one interpolation).
 - Pass 2, IoU tallies: intersections (C, K), active pixels per unit (C,) and mask pixels per concept (K,) as int64
-  counts (each batch's sums are integers ≤ B·H·W < 2²⁴, exact in float32), so union = |A| + |M| − |A∩M| and any
+  counts (each batch's 0/1 sums are taken in float64, exact below 2⁵³ pixels), so union = |A| + |M| − |A∩M| and any
   split of the dataset merges to the one-pass counts exactly.
 
 The hooks that read the layers are per call (``interpret.core.hooks.hooked``), removed on exit.
@@ -384,7 +384,7 @@ def iou_pass(handle, data: ConceptSource, thresholds: dict[str, np.ndarray], ind
         images, masks = data.batch(b)
         maps = _layer_maps(handle, _inputs(handle, images), layers)
         H, W = masks.shape[2:]
-        mk = torch.from_numpy(masks).to(torch.float32).permute(1, 0, 2, 3).reshape(K, -1)  # (K, B·H·W)
+        mk = torch.from_numpy(masks).to(torch.float64).permute(1, 0, 2, 3).reshape(K, -1)  # (K, B·H·W)
         st.mask_pixels += masks.sum(axis=(0, 2, 3), dtype=np.int64)
         for name, a in maps.items():
             C = a.shape[1]
@@ -395,7 +395,7 @@ def iou_pass(handle, data: ConceptSource, thresholds: dict[str, np.ndarray], ind
             for c0 in range(0, C, step):
                 up = upsample(a[:, c0:c0 + step].float(), (H, W))
                 act = (up > t[c0:c0 + step].view(1, -1, 1, 1)).permute(1, 0, 2, 3).reshape(up.shape[1], -1)
-                af = act.to(torch.float32).cpu()
+                af = act.to(torch.float64).cpu()  # 0/1 sums are exact in float64 for any batch (< 2⁵³ pixels)
                 inter[c0:c0 + step] += torch.round(af @ mk.T).to(torch.int64).numpy()
                 active[c0:c0 + step] += act.sum(1).cpu().numpy().astype(np.int64)
         st.n_images += len(b)

@@ -60,14 +60,18 @@ class LayerSelectivity:
     counts: np.ndarray
 
     def index(self) -> np.ndarray:
-        """(C,) selectivity index of every unit (classes without images left out)."""
+        """(C,) selectivity index of every unit (classes without images left out). The index is defined for
+        non-negative units only (ReLU outputs): a unit with a negative class mean gets NaN, since there
+        (μ_max − μ_rest)/(μ_max + μ_rest) is unbounded and can change sign."""
         mu = self.means[self.counts > 0]
         if mu.shape[0] < 2:
             return np.zeros(mu.shape[1])
         top = mu.max(0)
         rest = (mu.sum(0) - top) / (mu.shape[0] - 1)
         den = top + rest
-        return np.divide(top - rest, den, out=np.zeros_like(top), where=den != 0)
+        si = np.divide(top - rest, den, out=np.zeros_like(top), where=den != 0)
+        si[(mu < 0).any(0)] = np.nan
+        return si
 
     def top_classes(self, unit: int, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` classes with the highest mean activation of ``unit`` (ties: earlier class first)."""
@@ -76,10 +80,11 @@ class LayerSelectivity:
         return [(self.classes[c], float(self.means[c, unit])) for c in order]
 
     def ranking(self) -> list[tuple[int, str, float]]:
-        """Per unit (unit, its top class, SI), most selective first (ties: lower unit first)."""
+        """Per unit (unit, its top class, SI), most selective first (ties: lower unit first; NaN — a unit with
+        negative means — last)."""
         si = self.index()
         return sorted(((u, self.top_classes(u, 1)[0][0], float(si[u])) for u in range(len(si))),
-                      key=lambda r: (-r[2], r[0]))
+                      key=lambda r: (bool(np.isnan(r[2])), 0.0 if np.isnan(r[2]) else -r[2], r[0]))
 
 
 @dataclass

@@ -402,3 +402,12 @@ def test_selectivity_index_on_given_means():
     assert ls.ranking() == [(0, "a", 1.0), (1, "a", 0.0), (2, "a", 0.0)]
     half = SE.LayerSelectivity("l", ["a", "b", "c"], np.array([[3.0], [1.0], [1.0]]), np.array([1, 1, 1]))
     assert half.index()[0] == (3 - 1) / (3 + 1)
+
+
+def test_selectivity_index_is_nan_for_units_with_negative_means():
+    """(μ_max − μ_rest)/(μ_max + μ_rest) with a negative mean is unbounded (here 1.9 / 0.1 = 19): no SI, ranked last."""
+    means = np.array([[1.0, 2.0], [-0.9, 0.0]])
+    ls = SE.LayerSelectivity("l", ["a", "b"], means, np.array([1, 1]))
+    si = ls.index()
+    assert np.isnan(si[0]) and si[1] == 1.0
+    assert [u for u, _, _ in ls.ranking()] == [1, 0]
