@@ -119,7 +119,8 @@ def layer_channels(handle, layers: Sequence[str]) -> dict[str, int]:
         for layer, m in mods.items():
             hs.forward(m, rec(layer))
         p = next(handle.net.parameters(), None)
-        probe = torch.zeros(1, 3, *handle.input_size, dtype=torch.float32 if p is None else p.dtype)
+        probe = torch.zeros(1, 3, *handle.input_size, dtype=torch.float32 if p is None else p.dtype,
+                            device=handle.device)
         with torch.no_grad():
             handle.net(on_device(handle, probe))
     missing = [layer for layer in layers if layer not in seen]

@@ -218,7 +218,7 @@ def pooled_features(handle: ModelHandle, x: torch.Tensor, layers: Sequence[str])
     missing = [layers[k] for k in range(len(layers)) if k not in seen]
     if missing:
         raise InputError(f"layer(s) {', '.join(missing)} of {handle.name} give no tensor in the forward pass")
-    return [seen[k].detach().to("cpu", torch.float64).numpy() for k in range(len(layers))]
+    return [seen[k].detach().cpu().to(torch.float64).numpy() for k in range(len(layers))]
 
 
 def _batches(images, batch_size: int) -> Iterable[list[tuple[int, str, object]]]:

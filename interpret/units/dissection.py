@@ -396,7 +396,7 @@ def iou_pass(handle, data: ConceptSource, thresholds: dict[str, np.ndarray], ind
                 up = upsample(a[:, c0:c0 + step].float(), (H, W))
                 act = (up > t[c0:c0 + step].view(1, -1, 1, 1)).permute(1, 0, 2, 3).reshape(up.shape[1], -1)
                 af = act.to(torch.float64).cpu()  # 0/1 sums are exact in float64 for any batch (< 2⁵³ pixels)
-                inter[c0:c0 + step] += torch.round(af @ mk.T).to(torch.int64).numpy()
+                inter[c0:c0 + step] += torch.round(af @ mk.T).to(torch.int64).cpu().numpy()
                 active[c0:c0 + step] += act.sum(1).cpu().numpy().astype(np.int64)
         st.n_images += len(b)
         if progress is not None:
