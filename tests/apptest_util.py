@@ -25,3 +25,18 @@ def navigation_only() -> Iterator[None]:
         yield
     finally:
         PagesManager.__init__ = orig
+
+
+def click(at, label: str) -> None:
+    """Press the button labelled ``label`` and rerun (AssertionError listing the buttons when there is none)."""
+    for b in at.button:
+        if b.label == label:
+            b.click().run()
+            return
+    raise AssertionError(f"no button {label!r}: {[b.label for b in at.button]}")
+
+
+def assert_clean(at) -> None:
+    """No exception and no error message on the page."""
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]

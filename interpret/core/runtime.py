@@ -45,3 +45,10 @@ def tune_allocator() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return all(mallopt(p, v) == 1 for p, v in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
                                                (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)))
+
+
+def cancelled(cancel) -> bool:
+    """Whether a long scan should stop: ``cancel`` is None (never), a ``threading.Event`` or a callable."""
+    if cancel is None:
+        return False
+    return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())

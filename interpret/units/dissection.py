@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from interpret.core.errors import InputError
+from interpret.core.runtime import cancelled as _cancelled
 from interpret.core.hooks import hooked
 from interpret.core.layers import get_module
 from interpret.core.tensors import device_of
@@ -272,12 +273,6 @@ def _batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:
         else:
             out.append([int(i)])
     return out
-
-
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())
 
 
 def quantile_pass(handle, data: ConceptSource, layers: Sequence[str], quantile: float = 0.005,

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from interpret.core.errors import InputError
+from interpret.core.runtime import cancelled as _cancelled
 from interpret.core.layers import capture, get_module
 from interpret.core.tensors import device_of, to_numpy
 from models.handle import label_index
@@ -163,12 +164,6 @@ def _transform(x: torch.Tensor, s: Settings, gen: torch.Generator) -> torch.Tens
 
 def _tv(x: torch.Tensor) -> torch.Tensor:
     return (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean() + (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().mean()
-
-
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set()) if hasattr(cancel, "is_set") else bool(cancel())
 
 
 def synthesize(handle, objective: Objective, settings: Settings | None = None,

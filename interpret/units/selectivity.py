@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from interpret.core.errors import InputError
+from interpret.core.runtime import cancelled
 from interpret.core.hooks import hooked
 from interpret.core.layers import get_module
 from interpret.core.tensors import device_of
@@ -139,7 +140,7 @@ def selectivity_pass(handle, batches: Iterable[tuple[torch.Tensor, np.ndarray]],
         st.n_images += len(y)
         if progress is not None:
             progress(st.n_images)
-        if cancel is not None and (cancel.is_set() if hasattr(cancel, "is_set") else cancel()):
+        if cancelled(cancel):
             st.cancelled = True
             break
     return st

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from interpret.core.errors import InputError
+from interpret.core.runtime import cancelled as _cancelled
 from interpret.core.layers import capture, get_module
 from interpret.core.memory import run_chunks
 from interpret.core.tensors import device_of, to_numpy
@@ -134,14 +135,6 @@ def merge(results: Sequence[TopPatches]) -> TopPatches:
 
 # ---------------------------------------------------------------------------------------------------------
 # The scan
-
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
 
 def _candidates(a: torch.Tensor, per_image: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C, h, w) → values and flat positions (B, C, m), best first; ties → lower position first."""

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from interpret.attribution.registry import explain
 from interpret.evaluation.edits import apply_edit, input_mask, mean_grey, rect_mask, region_share, segment_image
 from pages.brush import DISPLAY_W
-from tests.apptest_util import navigation_only
+from tests.apptest_util import navigation_only, assert_clean
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "brush.py")
@@ -56,17 +56,12 @@ def at(canvas):
         yield app
 
 
-def _clean(at):
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-
-
 def _button(at, label):
     return next(b for b in at.button if b.label == label)
 
 
 def test_page_runs_and_asks_for_a_stroke(at):
-    _clean(at)
+    assert_clean(at)
     assert at.title[0].value == "What if I hide this?"
     assert any("Nothing is painted yet" in i.value for i in at.info)
     assert not at.metric and _button(at, "Undo").disabled and _button(at, "Use the edited image").disabled
@@ -76,7 +71,7 @@ def test_empty_stroke_says_so_and_keeps_the_image(at, canvas):
     image_id = at.session_state["image_id"]
     canvas.drag(100, 80, 100, 80)                     # a click: no area
     at.run()
-    _clean(at)
+    assert_clean(at)
     assert any("painted nothing" in w.value for w in at.warning)
     assert at.session_state["brush_rects"] == [] and not at.metric
     assert at.session_state["image_id"] == image_id
@@ -90,7 +85,7 @@ def test_rectangle_changes_the_prediction_and_shares_match_the_core(at, canvas, 
     W, H = photo.size
     canvas.drag(300, 40, 100, 200, height=round(H * DISPLAY_W / W))   # drawn right-to-left: corners sorted
     at.run()
-    _clean(at)
+    assert_clean(at)
     s = W / DISPLAY_W
     want_rect = (int(np.floor(100 * s)), int(np.floor(40 * s)), int(np.ceil(300 * s)), int(np.ceil(200 * s)))
     assert at.session_state["brush_rects"] == [want_rect]
@@ -103,7 +98,7 @@ def test_rectangle_changes_the_prediction_and_shares_match_the_core(at, canvas, 
     assert at.get("plotly_chart")
     at.multiselect(key="brush_methods").set_value(["saliency"])
     next(b for b in at.button if b.label == "Compute the maps").click().run()
-    _clean(at)
+    assert_clean(at)
     table = at.dataframe[0].value
     assert len(at.get("plotly_chart")) == 2                          # the bars, and the maps with the region
     x = default_handle.input_tensor(photo)
@@ -117,7 +112,7 @@ def test_undo_clear_and_use_the_edited_image(at, canvas):
     at.run()
     canvas.drag(100, 100, 200, 150)
     at.run()
-    _clean(at)
+    assert_clean(at)
     assert len(at.session_state["brush_rects"]) == 2
     _button(at, "Undo").click().run()
     assert len(at.session_state["brush_rects"]) == 1
@@ -128,7 +123,7 @@ def test_undo_clear_and_use_the_edited_image(at, canvas):
     photo = np.asarray(at.session_state["image"])
     rect = at.session_state["brush_rects"][0]
     _button(at, "Use the edited image").click().run()
-    _clean(at)
+    assert_clean(at)
     assert at.session_state["image_id"].startswith("edit:")
     assert at.session_state["image_name"].endswith("(edited)")
     new = np.asarray(at.session_state["image"])
@@ -149,7 +144,7 @@ def test_other_fills_predict_the_photo_they_describe(at, canvas, default_handle,
     at.radio(key="brush_fill").set_value(fill).run()
     if fill == "blur":
         at.slider(key="brush_sigma").set_value(12.0).run()
-    _clean(at)
+    assert_clean(at)
     photo = np.asarray(at.session_state["image"])
     mask = rect_mask(photo.shape[:2], at.session_state["brush_rects"])
     kw = {"sigma": 12.0} if fill == "blur" else {"segments": segment_image(photo, "slic", 0)}
@@ -171,7 +166,7 @@ def test_classroom_model_sees_the_photo_as_painted(at, canvas):
     assert photo.size == (64, 64), photo.size
     canvas.drag(120, 120, 360, 360, height=DISPLAY_W)        # photo px 16…48: a quarter of the area
     at.run()
-    _clean(at)
+    assert_clean(at)
     assert at.session_state["brush_rects"] == [(16, 16, 48, 48)]
     handle = load_model("classroom_clean", "cpu")
     mask = rect_mask((64, 64), [(16, 16, 48, 48)])

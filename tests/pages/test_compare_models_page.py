@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest_util import navigation_only
+from tests.apptest_util import navigation_only, click, assert_clean
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "pages" / "compare_models.py")
@@ -24,19 +24,6 @@ def app():
         at.run()
         at.switch_page(PAGE).run()
         yield at
-
-
-def _click(at, label):
-    for b in at.button:
-        if b.label == label:
-            b.click().run()
-            return
-    raise AssertionError(f"no button {label!r}: {[b.label for b in at.button]}")
-
-
-def _clean(at):
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
 
 
 def _charts(at) -> list[dict]:
@@ -66,7 +53,7 @@ def _select_sidebar_model(at, key: str) -> None:
 
 def test_default_pair_shows_both_top5(app):
     at = app
-    _clean(at)
+    assert_clean(at)
     assert at.title[0].value == "Compare models"
     a, b = at.selectbox(key="cm_a_efficientnet_lite0"), at.selectbox(key="cm_b_efficientnet_lite0")
     assert a.value == "efficientnet_lite0" and b.value == "efficientnet_lite1"  # the next model of its family
@@ -84,11 +71,11 @@ def test_classroom_pair_maps_and_cka_equal_the_core(app):
     at = app
     at.selectbox(key="sample_pick").select("classroom: star without cue").run()
     _select_sidebar_model(at, "classroom_clean")
-    _clean(at)
+    assert_clean(at)
     assert at.selectbox(key="cm_a_classroom_clean").value == "classroom_clean"
     assert at.selectbox(key="cm_b_classroom_clean").value == "classroom_spurious"
-    _click(at, "Compare maps")  # Grad-CAM, each model's own top class
-    _clean(at)
+    click(at, "Compare maps")  # Grad-CAM, each model's own top class
+    assert_clean(at)
     clean, spur = load_model("classroom_clean", "cpu"), load_model("classroom_spurious", "cpu")
     img = classroom.sample_images()["classroom: star without cue"]
     want = compare_models(clean, spur, img, "gradcam")
@@ -103,8 +90,8 @@ def test_classroom_pair_maps_and_cka_equal_the_core(app):
     # the figure carries the map as float32 (|d| ≤ 2: rounding ≤ 2·2⁻²⁴)
     np.testing.assert_allclose(_array(heat["z"]), want.difference, rtol=0, atol=2 * 2.0 ** -24)
 
-    _click(at, "Run CKA")
-    _clean(at)
+    click(at, "Run CKA")
+    assert_clean(at)
     cka = next(c for c in _charts(at) if "Linear CKA" in c["layout"]["title"]["text"])
     heat = cka["data"][0]
     assert heat["zmin"] == 0 and heat["zmax"] == 1 and "zmid" not in heat  # sequential 0..1
@@ -120,12 +107,12 @@ def test_different_sizes_and_label_sets_just_work(app):
     at = app
     _select_sidebar_model(at, "classroom_clean")
     at.selectbox(key="cm_b_classroom_clean").select("efficientnet_lite0").run()
-    _clean(at)
+    assert_clean(at)
     assert any("share no class" in i.value for i in at.info)
     assert at.selectbox(key="cm_class_classroom_clean_efficientnet_lite0").options == \
         ["Each model's own top class"]
-    _click(at, "Compare maps")
-    _clean(at)
+    click(at, "Compare maps")
+    assert_clean(at)
     assert any("224×224 px" in c.value for c in at.caption)  # the common frame: Lite0's detail
     assert any("Spearman" in m.label for m in at.metric)
 
@@ -134,12 +121,12 @@ def test_same_model_twice_and_no_layers(app):
     at = app
     _select_sidebar_model(at, "classroom_clean")
     at.selectbox(key="cm_b_classroom_clean").select("classroom_clean").run()
-    _clean(at)
+    assert_clean(at)
     assert any("same model" in i.value for i in at.info)
     at.multiselect(key="cm_la_classroom_clean").set_value([])
-    _click(at, "Run CKA")
+    click(at, "Run CKA")
     assert any("at least one layer" in w.value for w in at.warning)
-    _clean(at)
+    assert_clean(at)
 
 
 def test_a_single_model_says_how_to_add_one(monkeypatch):
@@ -151,6 +138,6 @@ def test_a_single_model_says_how_to_add_one(monkeypatch):
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
         at.run()
         at.switch_page(PAGE).run()
-    _clean(at)
+    assert_clean(at)
     msg = " ".join(w.value for w in at.warning)
     assert "needs two models" in msg and "Use your own weights" in msg and "Download weights" in msg

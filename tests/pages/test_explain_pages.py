@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest_util import navigation_only
+from tests.apptest_util import navigation_only, click, assert_clean
 
 from interpret.attribution.registry import METHODS
 
@@ -23,29 +23,16 @@ def app():
         yield at
 
 
-def _click(at, label):
-    for b in at.button:
-        if b.label == label:
-            b.click().run()
-            return
-    raise AssertionError(f"no button {label!r}: {[b.label for b in at.button]}")
-
-
-def _clean(at):
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-
-
 def test_explain_runs_every_method(app):
     at = app
     at.switch_page(str(ROOT / "pages" / "explain.py")).run()
-    _clean(at)
+    assert_clean(at)
     for method in list(METHODS) + ["backprop_trio"]:
         at.selectbox(key="explain_method").select(method).run()
         for name, value in LIGHT.get(method, {}).items():
             at.number_input(key=f"explain_{method}_{name}").set_value(value)
-        _click(at, "Run")
-        _clean(at)
+        click(at, "Run")
+        assert_clean(at)
         assert at.get("plotly_chart"), method
         if method == "cam":
             assert not at.warning  # CAM is defined on EfficientNet-Lite0 (conv → GAP → linear)
@@ -58,9 +45,9 @@ def test_explain_runs_every_method(app):
 def test_compare_runs_all_methods(app):
     at = app
     at.switch_page(str(ROOT / "pages" / "compare.py")).run()
-    _clean(at)
-    _click(at, "Run all")
-    _clean(at)
+    assert_clean(at)
+    click(at, "Run all")
+    assert_clean(at)
     table = at.dataframe[0].value
     assert len(table) == len(METHODS)  # every method defined on the default model, CAM included
     assert (table["seconds"] > 0).all()
@@ -69,13 +56,13 @@ def test_compare_runs_all_methods(app):
 def test_trust_runs_both_checks(app):
     at = app
     at.switch_page(str(ROOT / "pages" / "trust.py")).run()
-    _clean(at)
+    assert_clean(at)
     at.slider[0].set_value(8)  # deletion/insertion steps
-    _click(at, "Run")
-    _clean(at)
+    click(at, "Run")
+    assert_clean(at)
     di = at.dataframe[0].value
     assert len(di) == 4 and di["deletion AUC ↓"].between(0, 1).all()
     at.slider[1].set_value(2)  # two cascade steps
-    _click(at, "Run sanity check")
-    _clean(at)
+    click(at, "Run sanity check")
+    assert_clean(at)
     assert len(at.get("plotly_chart")) >= 3
