@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import warnings
 
 import torch
 from PIL import Image
 from skimage import data
 
+from bench.common import interleaved_times
 from interpret.attribution.cam import default_layer, gradcam
 from interpret.attribution.guided_backprop import guided_backprop
 from interpret.core.layers import get_module
@@ -28,16 +28,7 @@ from interpret.attribution.gradients import saliency
 def _interleaved_medians(fns: dict[str, callable], repeats: int) -> dict[str, float]:
     """Median seconds of each function; every round runs all of them (order rotated each round) so that load
     from other processes hits ours and captum's alike."""
-    for fn in fns.values():
-        fn()  # warm-up (also fills per-network caches such as the default Grad-CAM layer)
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            fns[n]()
-            times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
+    return {n: statistics.median(v) for n, v in interleaved_times(fns, repeats).items()}
 
 
 def _handles():

@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
-import time
 
 import torch
 from PIL import Image
 from skimage import data
 
 from interpret.attribution.gradients import grad_x_input
+from bench.common import interleaved_times
 from interpret.attribution.lrp import METHOD_FUNCTIONS
-
-
-def _medians(fns: dict, repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            fns[n]()
-            times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
 
 
 def _captum_lrp(net, x, target):
@@ -52,8 +40,8 @@ def bench(h, repeats: int) -> None:
         fns["captum LRP"] = lambda: _captum_lrp(net, x, target)
     except Exception as e:  # noqa: BLE001 - reported, not timed
         print(f"  captum LRP on {h.name}: refused — {type(e).__name__}: {str(e)[:160]}")
-    for name, sec in _medians(fns, repeats).items():
-        print(f"  {h.name:32s} {name:24s} {sec:7.3f} s")
+    for name, v in interleaved_times(fns, repeats).items():
+        print(f"  {h.name:32s} {name:24s} {statistics.median(v):7.3f} s  (min {min(v):.3f}, max {max(v):.3f})")
 
 
 def main() -> None:
@@ -66,7 +54,8 @@ def main() -> None:
     from models import default, zoo
     from models.handle import ModelHandle
 
-    print(f"torch {torch.__version__}, {a.threads} threads, median of {a.repeats}")
+    print(f"torch {torch.__version__}, {a.threads} threads, median of {a.repeats}; load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     bench(default.load(), a.repeats)
     if not a.no_vgg:
         torch.manual_seed(0)

@@ -1,6 +1,8 @@
 """Shared set-up of the benchmarks."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 from PIL import Image
@@ -20,3 +22,18 @@ def lime_setup(h):
             return torch.softmax(h.net(batch), dim=1).numpy()
 
     return x, target, image, classifier_fn
+
+
+def interleaved_times(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds of every call of each function after one warm-up call each; every round runs all of them (order
+    rotated each round), so load from other processes hits ours and the peer's alike."""
+    for fn in fns.values():
+        fn()  # warm-up (also fills per-network caches such as the default Grad-CAM layer)
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            t0 = time.perf_counter()
+            fns[n]()
+            times[n].append(time.perf_counter() - t0)
+    return times
