@@ -28,7 +28,7 @@ from interpret.attribution.cam import gradcam
 from interpret.attribution.occlusion import occlusion
 from interpret.plots.attribution import overlay_figure, topk_figure
 from interpret.plots.units import activation_grid_figure, filters_figure
-from interpret.units import feature_vis as fv
+from interpret.units.synthesis import objectives as SO, render as syn
 from interpret.units import top_patches as tp
 from interpret.units.activations import layer_activations
 from interpret.units.filters import filter_bank, rgb_filters
@@ -111,11 +111,11 @@ def bench_synthesis(h, device, steps, size) -> None:
         return g
 
     t_fb = timed(fwd_bwd, device, 5)
-    obj = fv.channel_objective("_blocks.6", 5)
-    fv.synthesize(h, obj, steps=2, size=size)  # warm-up
+    obj = SO.channel("_blocks.6", 5)
+    syn.synthesize(h, obj, syn.preset("quality", steps=2, size=size))  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    fv.synthesize(h, obj, steps=steps, size=size)
+    syn.synthesize(h, obj, syn.preset("quality", steps=steps, size=size))
     _sync(device)
     per_step = (time.perf_counter() - t0) / steps
     print(f"synthesis step at {size}²: {per_step * 1e3:.1f} ms; forward + backward {t_fb * 1e3:.1f} ms → "

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from interpret.units import feature_vis as fv
+from interpret.units.synthesis import objectives as SO, render as syn
 from interpret.units import top_patches as tp
 from models.collections import from_images
 from interpret.units.activations import layer_activations, unit_box
@@ -150,9 +150,10 @@ with friendly_errors("The classroom walk-through"):
                     "shows what *increases* the score, often exaggerated textures — not a typical input.")
         cls = st.selectbox("Class", handle.labels, key="cr_fv_class")
         if requested("cr_fv_req", (handle.key, cls), st.button("Synthesize", key="cr_fv_go")):
-            res = cached("classroom_fv", cache_key(handle.key, cls), lambda prog: fv.synthesize(
-                handle, fv.logit_objective(cls), steps=96, size=64, seed=0,
-                progress=(lambda step, value, img: prog(step / 96))), label="Optimising…", size=16)
+            settings = syn.preset("quick", size=64, seed=0)
+            res = cached("classroom_fv", cache_key(handle.key, cls, settings), lambda prog: syn.synthesize(
+                handle, SO.logit(cls), settings,
+                progress=(lambda step, value, img: prog(step / settings.steps))), label="Optimising…", size=16)
             show_chart(feature_vis_figure(res), key="cr_fv_fig")
 
     elif step == STEPS[5]:

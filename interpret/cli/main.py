@@ -7,6 +7,7 @@
     python -m interpret top-patches {scan,merge} …
     python -m interpret dissect --model classroom_spurious [--layers …] [--engine ray] [--json [FILE]]
     python -m interpret ablate (--units LAYER:CHANNELS … | --concept C | --story) …
+    python -m interpret synthesize --model NAME --objective "logit(espresso) - logit(cup)" [--preset quick] …
 
 Each command lives in its own module (``explain``, ``listing``, ``top_patches``) and registers itself here.
 """
@@ -21,7 +22,7 @@ from typing import Sequence
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from interpret.cli import dissect, explain, listing, top_patches  # noqa: E402 - after TQDM_DISABLE
-from interpret.cli import ablate  # noqa: E402
+from interpret.cli import ablate, synthesize  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     top_patches.add_parser(sub)
     dissect.add_parser(sub)
     ablate.add_parser(sub)
+    synthesize.add_parser(sub)
     return parser
 
 

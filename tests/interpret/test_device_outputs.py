@@ -16,7 +16,7 @@ from conftest import handle_on, make_handle
 from interpret.attribution.registry import METHODS, explain
 from interpret.evaluation.metrics import deletion_insertion
 from interpret.evaluation.sanity import cascading_randomization
-from interpret.units import feature_vis as fv
+from interpret.units.synthesis import objectives as SO, render as syn
 from interpret.units import top_patches as tp
 from interpret.units.activations import layer_activations
 from interpret.units.filters import filter_bank, rgb_filters
@@ -89,8 +89,8 @@ def test_units_and_evaluation_return_numpy(gap_handle, device):
     _assert_numpy(rgb_filters(filter_bank(gap_handle)), "filters")
     _assert_numpy(deletion_insertion(gap_handle, x, 1, np.random.default_rng(0).random((24, 24)), steps=4),
                   "deletion/insertion")
-    res = fv.synthesize(gap_handle, fv.channel_objective("features.2", 1), steps=2, size=24)
-    assert isinstance(res.image, np.ndarray)
+    res = syn.synthesize(gap_handle, SO.channel("features.2", 1), syn.preset("quick", steps=2, size=24))
+    assert isinstance(res.images, np.ndarray)
     rng = np.random.default_rng(0)
     imgs = [Image.fromarray(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
             for _ in range(3)]
@@ -136,7 +136,6 @@ def test_no_tensor_factory_without_a_device_in_hot_paths():
     factories = {"zeros", "ones", "full", "empty", "arange", "tensor", "eye", "linspace"}
     allowed = {  # file: factories whose CPU placement is intended
         "interpret/attribution/lime_fast.py": {"eye"},  # the ridge fit is float64 on the CPU (MPS has none)
-        "interpret/units/feature_vis.py": {"tensor"},  # the colour matrix constant, moved per image
         "interpret/core/layers.py": {"zeros"},  # probe moved by Capture.run
         "interpret/evaluation/sanity.py": {"empty"},  # random weights drawn on the CPU from the seeded generator
     }
