@@ -5,6 +5,7 @@ long they take.
     pip install -r requirements-bench.txt        # torch-lucent 0.1.8 and what it needs (bench only)
     python -m bench.bench_synthesis --out bench_out/synthesis            # the full run (512 steps)
     python -m bench.bench_synthesis --quick                              # a smoke run (8 steps, few classes)
+    python -m bench.bench_synthesis --time-only --steps 64 --repeats 5  # time per image-step only
 
 1. **Transfer.** Class images for 20 fixed ImageNet classes are made on EfficientNet-Lite0 and classified by
    EfficientNet-Lite1 and -Lite2 (and by Lite0 itself, the maker): the share of images whose target class is top-1
@@ -318,6 +319,37 @@ def grid(images: dict[str, np.ndarray], labels: Sequence[str], path: Path, cols:
     canvas.save(path)
 
 
+def timing(args, log=print) -> dict:
+    """Time per image-step only: one batch of class images on Lite0 (and one of channels), ours and Lucent's
+    alternating ``--repeats`` times; medians with min–max."""
+    h = load_model("efficientnet_lite0")
+    fc = final_linear(h.net)
+    cls = list(CLASSES[:args.batch])
+    chans = list(range(args.batch))
+    cases = {"class logits": ([(O.logit(c, batch=i), (fc, c)) for i, c in enumerate(cls)]),
+             f"{LAYERS[0]} channels": ([(O.channel(LAYERS[0], c, batch=i), (LAYERS[0], c))
+                                        for i, c in enumerate(chans)])}
+    out = {}
+    for name, batch in cases.items():
+        obj = sum(o for o, _ in batch)
+        ours(h, obj, len(batch), 2, args.seed)
+        lucent(h, [t for _, t in batch], 2, args.seed)
+        t = {"ours": [], "lucent": []}
+        for r in range(args.repeats):
+            t["ours"].append(ours(h, obj, len(batch), args.steps, args.seed + r).seconds)
+            t["lucent"].append(lucent(h, [tt for _, tt in batch], args.steps, args.seed + r).seconds)
+        per = {k: 1e3 * np.asarray(v) / (args.steps * len(batch)) for k, v in t.items()}
+        ratio = np.asarray(t["ours"]) / np.asarray(t["lucent"])
+        out[name] = {k: {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
+                     for k, v in per.items()}
+        out[name]["ratio_median"] = float(np.median(ratio))
+        log(f"{name}, batch {len(batch)}, {args.steps} steps × {args.repeats}: ours "
+            f"{np.median(per['ours']):.1f} ms/image-step [{per['ours'].min():.1f}–{per['ours'].max():.1f}], lucent "
+            f"{np.median(per['lucent']):.1f} [{per['lucent'].min():.1f}–{per['lucent'].max():.1f}]; "
+            f"ours/lucent {np.median(ratio):.2f} [{ratio.min():.2f}–{ratio.max():.2f}]")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_synthesis", description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=512)
@@ -329,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-lucent", action="store_true", help="ours only (torch-lucent not installed)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 8 steps, 3 classes, 2 channels per layer")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--time-only", action="store_true", help="only the time per image-step, repeated")
+    ap.add_argument("--repeats", type=int, default=3, help="repeats of --time-only (default 3)")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.classes, args.channels = 8, 3, 2
@@ -343,6 +377,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.time_only:
+        if not with_lucent:
+            print("--time-only compares with torch-lucent; install requirements-bench.txt")
+            return 2
+        load0 = os.getloadavg()
+        tt = timing(args)
+        print(f"torch threads {torch.get_num_threads()}; load average at start {load0[0]:.2f}, at end "
+              f"{os.getloadavg()[0]:.2f}")
+        if args.out:
+            with open(Path(args.out) / "synthesis_timing.json", "w") as f:
+                json.dump({"steps": args.steps, "repeats": args.repeats, "timing": tt, "load_start": load0,
+                           "load_end": os.getloadavg()}, f, indent=1)
+        return 0
     t0 = time.perf_counter()
     load0 = os.getloadavg()
     t = transfer(args, with_lucent)
