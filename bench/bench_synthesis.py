@@ -187,6 +187,15 @@ def render_both(maker: ModelHandle, batches: list[list[tuple[O.Objective, tuple[
 
 
 def transfer(args, with_lucent: bool, log=print) -> dict:
+    res = {"classes": [], "imagenet": {}, "classroom": {}, "time": {}, "_images": {}}
+    if "imagenet" in args.sections:
+        res.update(_imagenet(args, with_lucent, log))
+    if "classroom" in args.sections:
+        _classroom(args, with_lucent, res, log)
+    return res
+
+
+def _imagenet(args, with_lucent: bool, log=print) -> dict:
     lite0 = load_model("efficientnet_lite0")
     judges = {key: load_model(key) for key in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")}
     classes = list(CLASSES[:args.classes])
@@ -201,7 +210,13 @@ def transfer(args, with_lucent: bool, log=print) -> dict:
             r = ranks(images, classes, judge)
             res["imagenet"][name][key] = {"top1": hit_rates(r)[0], "top5": hit_rates(r)[1], "ranks": r}
         res["time"][f"imagenet_{name}"] = {"seconds": secs, "ms_per_image_step": 1e3 * secs / image_steps}
-        np.save(Path(args.out) / f"imagenet_{name}.npy", images) if args.out else None
+        if args.out:
+            np.save(Path(args.out) / f"imagenet_{name}.npy", images)
+    res["_images"] = {name: v[0] for name, v in made.items()}
+    return res
+
+
+def _classroom(args, with_lucent: bool, res: dict, log=print) -> None:
     for maker_key, judge_key in CLASSROOM:
         maker, judge = load_model(maker_key), load_model(judge_key)
         cls = list(range(maker.num_classes))
@@ -219,8 +234,6 @@ def transfer(args, with_lucent: bool, log=print) -> dict:
                                                             "ms_per_image_step": 1e3 * secs / image_steps}
             if args.out:
                 np.save(Path(args.out) / f"classroom_{maker_key}_{name}.npy", images)
-    res["_images"] = {name: v[0] for name, v in made.items()}
-    return res
 
 
 def activation(args, with_lucent: bool, log=print) -> dict:
@@ -261,19 +274,23 @@ def _fmt_rate(x: float) -> str:
 
 
 def report(t: dict, a: dict, names: Sequence[str]) -> str:
-    lines = ["", "Transfer of class images made on EfficientNet-Lite0 (target class top-1 / top-5 rate):",
-             f"  {'judge':<44}" + "".join(f"{n:>24}" for n in names)]
-    for judge in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+    lines = [""]
+    if t["imagenet"]:
+        lines += ["Transfer of class images made on EfficientNet-Lite0 (target class top-1 / top-5 rate):",
+                  f"  {'judge':<44}" + "".join(f"{n:>24}" for n in names)]
+    for judge in (("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2") if t["imagenet"] else ()):
         cells = "".join(f"{_fmt_rate(t['imagenet'][n][judge]['top1']) + ' / ' + _fmt_rate(t['imagenet'][n][judge]['top5']):>24}"
                         for n in names)
         tag = " (maker)" if judge.endswith("0") else ""
         lines.append(f"  {judge + tag:<44}{cells}")
-    lines.append("Classroom (6 classes): top-1 rate of the maker / of the other model:")
-    for pair in next(iter(t["classroom"].values())):
+    if t["classroom"]:
+        lines.append("Classroom (6 classes): top-1 rate of the maker / of the other model:")
+    for pair in (next(iter(t["classroom"].values())) if t["classroom"] else ()):
         cells = "".join(f"{_fmt_rate(t['classroom'][n][pair]['maker_top1']) + ' / ' + _fmt_rate(t['classroom'][n][pair]['judge_top1']):>24}"
                         for n in names)
         lines.append(f"  {pair:<44}{cells}")
-    lines.append("Activation reached / best over the bundled photos (median [min–max] over channels):")
+    if a["layers"]:
+        lines.append("Activation reached / best over the bundled photos (median [min–max] over channels):")
     for layer, e in a["layers"].items():
         for key, what in (("mean_ratio", "channel mean"), ("peak_ratio", "top unit (top patch)")):
             cells = ""
@@ -286,7 +303,7 @@ def report(t: dict, a: dict, names: Sequence[str]) -> str:
         cells = "".join(f"{({**t['time'], **a['time']}).get(f'{key}_{n}', {}).get('ms_per_image_step', float('nan')):>24.1f}"
                         for n in names)
         lines.append(f"  {key:<44}{cells}")
-    if len(names) == 2:
+    if len(names) == 2 and {**t["time"], **a["time"]}:
         tt = {**t["time"], **a["time"]}
         ratio = [tt[f"{k}_ours"]["seconds"] / tt[f"{k}_lucent"]["seconds"] for k in
                  {k.rsplit('_', 1)[0] for k in tt} if f"{k}_lucent" in tt]
@@ -361,9 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-lucent", action="store_true", help="ours only (torch-lucent not installed)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 8 steps, 3 classes, 2 channels per layer")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--sections", default="imagenet,classroom,activation",
+                    help="comma-separated parts to run (default: all three)")
     ap.add_argument("--time-only", action="store_true", help="only the time per image-step, repeated")
     ap.add_argument("--repeats", type=int, default=3, help="repeats of --time-only (default 3)")
     args = ap.parse_args(argv)
+    args.sections = {x.strip() for x in args.sections.split(",") if x.strip()}
     if args.quick:
         args.steps, args.classes, args.channels = 8, 3, 2
     if args.threads:
@@ -393,15 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     load0 = os.getloadavg()
     t = transfer(args, with_lucent)
-    a = activation(args, with_lucent)
+    a = activation(args, with_lucent) if "activation" in args.sections else {"layers": {}, "time": {}}
     names = ["ours", "lucent"] if with_lucent else ["ours"]
     print(f"\n{args.steps} steps, seed {args.seed}, torch threads {torch.get_num_threads()}; load average at start "
           f"{load0[0]:.2f}, at end {os.getloadavg()[0]:.2f}; wall {time.perf_counter() - t0:.0f} s")
     print(report(t, a, names))
     if args.out:
         images = t.pop("_images")
-        grid(images, t["classes"], Path(args.out) / "synthesis_grid.png")
-        with open(Path(args.out) / "synthesis_bench.json", "w") as f:
+        if images:
+            grid(images, t["classes"], Path(args.out) / "synthesis_grid.png")
+        tag = "_".join(sorted(args.sections))
+        with open(Path(args.out) / f"synthesis_bench_{tag}.json", "w") as f:
             json.dump({"steps": args.steps, "seed": args.seed, "batch": args.batch, "transfer": t, "activation": a,
                        "load_start": load0, "load_end": os.getloadavg()}, f, indent=1)
     else:
