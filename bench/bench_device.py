@@ -112,10 +112,12 @@ def bench_synthesis(h, device, steps, size) -> None:
 
     t_fb = timed(fwd_bwd, device, 5)
     obj = SO.channel("_blocks.6", 5)
-    syn.synthesize(h, obj, syn.preset("quality", steps=2, size=size))  # warm-up
+    # Lucent's transforms without the padding and the final resize: the network sees about size² (±10 %)
+    settings = syn.preset("quality", steps=steps, size=size, pad=0, upsample=False)
+    syn.synthesize(h, obj, settings, steps=2)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    syn.synthesize(h, obj, syn.preset("quality", steps=steps, size=size))
+    syn.synthesize(h, obj, settings)
     _sync(device)
     per_step = (time.perf_counter() - t0) / steps
     print(f"synthesis step at {size}²: {per_step * 1e3:.1f} ms; forward + backward {t_fb * 1e3:.1f} ms → "

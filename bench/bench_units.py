@@ -99,7 +99,8 @@ def bench_memory(handle, n: int, batch_size: int) -> None:
 
 
 def bench_feature_vis(handle, steps: int, sizes: tuple[int, ...]) -> None:
-    from interpret.units import feature_vis as fv
+    from interpret.units.synthesis import objectives as SO
+    from interpret.units.synthesis import render as syn
 
     for size in sizes:
         x = torch.rand(1, 3, size, size)
@@ -111,9 +112,11 @@ def bench_feature_vis(handle, steps: int, sizes: tuple[int, ...]) -> None:
 
         peer()  # warm-up
         t_peer = best_of(peer, 2) / steps
-        for obj in (fv.logit_objective("espresso"), fv.channel_objective("_blocks.6", 5)):
-            fv.synthesize(handle, obj, steps=2, size=size)
-            t = best_of(lambda: fv.synthesize(handle, obj, steps=steps, size=size), 2) / steps
+        # Lucent's transforms without the padding and the final resize, so the network sees about size² (±10 %)
+        settings = syn.preset("quality", steps=steps, size=size, pad=0, upsample=False)
+        for obj in (SO.logit("espresso"), SO.channel("_blocks.6", 5)):
+            syn.synthesize(handle, obj, settings, steps=2)
+            t = best_of(lambda: syn.synthesize(handle, obj, settings), 2) / steps
             print(f"activation max. {size}², {obj.describe():32s}: {1000 * t:6.1f} ms/step  "
                   f"(bare fwd+bwd {1000 * t_peer:6.1f} ms, ratio {t / t_peer:.2f}×)")
 
