@@ -16,7 +16,8 @@ from interpret.attribution.registry import METHODS, explain
 from interpret.plots.attribution import grid_figure, overlay_figure
 from interpret.units.receptive_field import rf_table
 from interpret.core.errors import NotDefined
-from interpret.plots.units import (activation_grid_figure, feature_vis_figure, filters_figure, image_box_figure,
+from interpret.plots.synthesis import synthesis_figure
+from interpret.plots.units import (activation_grid_figure, filters_figure, image_box_figure,
                                   rf_growth_figure, top_patches_figure)
 from pages._ui.charts import show_chart
 from pages._ui.compute import cache_key, cached
@@ -150,11 +151,11 @@ with friendly_errors("The classroom walk-through"):
                     "shows what *increases* the score, often exaggerated textures — not a typical input.")
         cls = st.selectbox("Class", handle.labels, key="cr_fv_class")
         if requested("cr_fv_req", (handle.key, cls), st.button("Synthesize", key="cr_fv_go")):
-            settings = syn.preset("quick", size=64, seed=0)
+            settings = syn.preset("quality", size=64, seed=0)
             res = cached("classroom_fv", cache_key(handle.key, cls, settings), lambda prog: syn.synthesize(
                 handle, SO.logit(cls), settings,
                 progress=(lambda step, value, img: prog(step / settings.steps))), label="Optimising…", size=16)
-            show_chart(feature_vis_figure(res), key="cr_fv_fig")
+            show_chart(synthesis_figure(res), key="cr_fv_fig")
 
     elif step == STEPS[5]:
         st.markdown("**What it shows.** Several attribution maps for one image and its true class, on one common "

@@ -1,5 +1,5 @@
-"""Plotly figures for the unit views: filters, activation maps, receptive-field boxes, top patches and
-synthesized images. Pure plotly, no Streamlit: pages only display what these return. The caller computes what is
+"""Plotly figures for the unit views: filters, activation maps, receptive-field boxes and top patches
+(synthesized images: ``interpret.plots.synthesis``). Pure plotly, no Streamlit: pages only display what these return. The caller computes what is
 drawn (with ``interpret.units``) and passes it in; the units' result objects are taken duck-typed (each docstring
 names the attributes used), so drawing never imports the computations.
 
@@ -275,19 +275,4 @@ def top_patches_figure(result, channel: int, cols: int | None = None, images: Se
                                  yanchor="top", pad=dict(t=6)),
                       margin=dict(l=0, r=0, t=TOP_PATCH_TITLE_PX + 24, b=0),
                       height=int(TOP_PATCH_TITLE_PX + 24 + rows * (width / cols + 30)))
-    return fig
-
-
-# ---- synthesized images ----------------------------------------------------------------------------------
-
-def feature_vis_figure(result) -> go.Figure:
-    """The synthesized image next to the objective's curve over the steps (uses ``result.image`` H×W×3 and
-    ``result.history``, the objective per step)."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], subplot_titles=("image", "objective"))
-    fig.add_trace(go.Image(z=_u8(result.image)), row=1, col=1)
-    fig.add_trace(go.Scatter(y=result.history, mode="lines", name="objective"), row=1, col=2)
-    fig.update_xaxes(visible=False, row=1, col=1)
-    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", row=1, col=1)
-    fig.update_xaxes(title="step", row=1, col=2)
-    fig.update_layout(showlegend=False, margin=dict(l=0, r=10, t=30, b=30))
     return fig

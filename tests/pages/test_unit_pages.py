@@ -246,35 +246,7 @@ def test_top_patches_bad_channel_numbers_are_a_message():
     assert any("out of range" in e.value for e in at.error)
 
 
-# ---- Synthesized images ----------------------------------------------------------------------------------
-
-def test_feature_vis_channel_and_espresso():
-    at = _page("feature_vis.py")
-    at.number_input(key="fv_steps").set_value(4)
-    at.selectbox(key="fv_size").set_value(64)
-    _press(at, "Synthesize")
-    assert any(m.value.startswith("**_blocks.4 channel 0 (mean)** — 4 steps") for m in at.markdown)
-    assert at.download_button[0].label == "Download PNG"
-    at.radio(key="fv_objective").set_value("logit").run()
-    _ok(at)
-    sel = at.selectbox(key=f"fv_class_{MODEL}")
-    assert sel.format_func(sel.value) == "espresso (#967)"  # the coffee photo's prediction is preselected
-    sel.set_value(967)
-    at.number_input(key="fv_steps").set_value(3)
-    _press(at, "Synthesize")
-    assert any(m.value.startswith("**logit of class espresso** — 3 steps") for m in at.markdown)
-
-
-def test_feature_vis_same_seed_same_image_is_cached_and_all_switches_off_run():
-    at = _page("feature_vis.py")
-    at.number_input(key="fv_steps").set_value(2)
-    at.selectbox(key="fv_size").set_value(64)
-    for k in ("fv_jitter", "fv_scale", "fv_rotate", "fv_fourier", "fv_decorrelate"):
-        at.checkbox(key=k).uncheck()
-    for k in ("fv_use_l2", "fv_use_tv", "fv_use_blur"):
-        at.checkbox(key=k).check()
-    _press(at, "Synthesize")
-    assert any("2 steps" in m.value for m in at.markdown)
+# ---- Synthesized images: tests/pages/test_synthesis_page.py ------------------------------------------
 
 
 # ---- Other networks: a reused module (ResNet's relu) and a 64×64 classroom-sized CNN ---------------------
@@ -338,8 +310,10 @@ def test_small_cnn_top_patches_and_synthesis(small_cnn):
     _press(at, "Scan")
     assert len(at.main.image) == 4
     at.switch_page(str(ROOT / "pages" / "feature_vis.py")).run()
-    at.number_input(key="fv_steps").set_value(3)
-    assert at.selectbox(key="fv_size").value == 64
+    at.radio(key="syn_preset").set_value("custom").run()
+    _ok(at)
+    at.number_input(key="syn_steps").set_value(3)
+    assert at.selectbox(key="syn_size").value == 64
     _press(at, "Synthesize")
     assert any("3 steps" in m.value for m in at.markdown)
 

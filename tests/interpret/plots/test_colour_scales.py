@@ -15,6 +15,7 @@ import pytest
 from interpret.plots import colour as C
 from interpret.plots import attribution as P
 from interpret.plots import units as UP
+from interpret.plots import synthesis as SP
 from interpret.units.activations import ActivationMaps
 from interpret.units.filters import FilterBank, depthwise_kernels, filter_norms, kernel_grid
 from interpret.core.result import Attribution
@@ -116,13 +117,17 @@ NO_SCALE = {
     "rf_growth_figure": lambda: UP.rf_growth_figure(SimpleNamespace(rows=[_row], input_size=(16, 16))),
     "top_patches_figure": lambda: UP.top_patches_figure(
         SimpleNamespace(patches={0: [_patch]}, layer="conv", n_images=1), 0),
-    "feature_vis_figure": lambda: UP.feature_vis_figure(SimpleNamespace(image=IMG, history=[0.0, 1.0])),
+    "batch_row_figure": lambda: SP.batch_row_figure(SimpleNamespace(images=np.stack([IMG, IMG]), objective="x")),
+    "objective_curve_figure": lambda: SP.objective_curve_figure(
+        SimpleNamespace(history=[0.0, 1.0], terms={"a": [0.0, 0.5], "b": [0.0, 0.5]})),
+    "synthesis_figure": lambda: SP.synthesis_figure(SimpleNamespace(images=IMG[None], history=[0.0, 1.0],
+                                                                    terms={}, objective="x")),
 }
 
 
 def _figure_functions() -> set[str]:
     names = set()
-    for mod in (P, UP):
+    for mod in (P, UP, SP):
         for name, fn in inspect.getmembers(mod, inspect.isfunction):
             if fn.__module__ == mod.__name__ and name.endswith("_figure") and not name.startswith("_"):
                 names.add(name)
