@@ -138,9 +138,11 @@ def _settings_form(handle, which: str) -> tuple[Settings, bool, float]:
         a, b, c, d = st.columns(4)
         batch = int(a.number_input("Batch (images)", 1, 8, 1, 1, key="syn_batch"))
         seed = int(b.number_input("Seed", 0, 2**31 - 1, 0, 1, key="syn_seed"))
-        div_w = float(c.number_input("Diversity weight", 0.0, 100.0, 0.0, 0.5, key="syn_div",
+        div_w = float(c.number_input("Diversity weight", 0.0, 1000.0, 0.0, 10.0, key="syn_div",
                                      help="Added to the objective when the batch has ≥ 2 images, at the "
-                                          "first row's layer (or the layer below)."))
+                                          "first row's layer (or the layer below). The term is 1 − the mean "
+                                          "Gram cosine, often a few hundredths: try 50–200 (Lucent's examples "
+                                          "use 100 of its scale, about 100 × (batch − 1) of ours)."))
         over: dict = {"batch": batch, "seed": seed}
         if which == "custom":
             steps = int(d.number_input("Steps", 1, 4096, 128, 16, key="syn_steps"))
